@@ -1,0 +1,60 @@
+# Sluice developer entry points. `make help` lists them.
+SHELL := /bin/bash
+PY ?= .venv/bin/python
+VENV_STAMP := .venv/.installed
+export KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
+
+.PHONY: help venv deps bins cluster-up cluster-down demo demo-down test test-unit test-integration lint typecheck crds check-crds render bench clean
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
+
+$(VENV_STAMP): pyproject.toml
+	python3 -m venv .venv
+	.venv/bin/pip install -q --upgrade pip
+	.venv/bin/pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV_STAMP) ## create .venv with Sluice and its test tools
+
+deps: ## install system packages (Debian) the tests need
+	bash hack/install-deps.sh
+
+bins: ## build the cluster binaries (cached under ~/.cache/sluice/bin)
+	hack/build-bins.sh all
+
+cluster-up: ## start (or reuse) the local cluster; prints export KUBECONFIG=...
+	@python3 hack/localcluster.py up
+
+cluster-down: ## stop every process of the local cluster
+	@python3 hack/localcluster.py down
+
+demo: $(VENV_STAMP) ## the main job: cluster, CRD, operator, samples applied and Ready
+	$(PY) hack/demo.py up
+
+demo-down: ## stop the demo's operator and the cluster
+	$(PY) hack/demo.py down
+
+lint: $(VENV_STAMP) ## ruff, mypy on the pure core, import-linter layer contracts
+	.venv/bin/ruff check operator tests hack
+	.venv/bin/ruff format --check operator/sluice/api
+	.venv/bin/mypy
+	.venv/bin/lint-imports
+
+crds: $(VENV_STAMP) ## regenerate crds/ from the spec types
+	.venv/bin/sluice crd > crds/sluice.dev_inferenceservices.yaml
+
+test-unit: $(VENV_STAMP)
+	$(PY) -m pytest tests/unit -q
+
+test-integration: $(VENV_STAMP) bins
+	$(PY) -m pytest tests/integration -q
+
+test: $(VENV_STAMP) bins lint ## the test command: lint, unit and integration tests on real parts
+	$(PY) -m pytest tests -q
+
+bench: $(VENV_STAMP) bins ## benchmarks; results in docs/bench/
+	$(PY) -m tests.bench
+
+clean: cluster-down
+	rm -rf .venv build dist *.egg-info

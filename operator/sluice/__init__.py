@@ -1,0 +1,3 @@
+"""Sluice: a Kubernetes operator for NVIDIA Triton Inference Server fleets."""
+
+__version__ = "0.1.0"
