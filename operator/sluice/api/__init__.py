@@ -1,0 +1,1 @@
+"""The InferenceService API: spec types, parsing and the generated CRD."""

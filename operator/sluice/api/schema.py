@@ -1,0 +1,341 @@
+"""A small toolkit that makes dataclasses the single source of truth for an API.
+
+Each spec type is a frozen dataclass whose fields carry their description,
+default and bounds in ``field(metadata=...)``. From those one definition we get
+both directions:
+
+* :func:`parse` turns a plain dict (what ``kubectl`` sent) into typed objects,
+  applying defaults and checking types and bounds, with errors that name the
+  field path (``spec.gpu.count: must be >= 0``);
+* :func:`openapi` turns the dataclass into the structural OpenAPI v3 schema the
+  CRD needs, with descriptions, defaults, bounds and the CEL rules declared on
+  the class.
+
+Cross-field rules are written twice on purpose, once in CEL (so the apiserver
+rejects at ``kubectl apply``) and once in Python (so ``sluice render`` and the
+operator give the same message offline). ``tests/unit/test_api_rules.py`` checks
+the two agree on a table of invalid specs, and the integration tests send the
+same table to a real apiserver.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import types
+import typing
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar, Union, get_args, get_origin
+
+T = TypeVar("T")
+
+MISSING = dataclasses.MISSING
+
+
+class SpecError(ValueError):
+    """A spec that cannot be served, with the path of the offending field."""
+
+    def __init__(self, path: str, message: str) -> None:
+        super().__init__(f"{path}: {message}" if path else message)
+        self.path = path
+        self.message = message
+
+
+@dataclasses.dataclass(frozen=True)
+class Rule:
+    """A cross-field rule: CEL for the apiserver, a Python twin for offline checks."""
+
+    cel: str
+    message: str
+    check: Callable[[Any], bool]
+    # The CEL rule's fieldPath (relative to the object), if it points at one field.
+    field_path: str | None = None
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p[:1].upper() + p[1:] for p in rest)
+
+
+def spec_field(
+    description: str,
+    *,
+    default: Any = MISSING,
+    default_factory: Callable[[], Any] | Any = MISSING,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    pattern: str | None = None,
+    enum: tuple[str, ...] | None = None,
+    min_items: int | None = None,
+    max_items: int | None = None,
+    max_length: int | None = None,
+    int_or_string: bool = False,
+    preserve_unknown: bool = False,
+    list_type: str | None = None,
+    list_map_keys: tuple[str, ...] | None = None,
+    json_name: str | None = None,
+    schema_default: Any = MISSING,
+) -> Any:
+    """Declare a field with everything both the parser and the CRD need.
+
+    ``schema_default`` puts a default into the CRD as well. We do that only for
+    nothing, on purpose: an apiserver-side default rewrites the user's object,
+    which Argo CD then shows as drift (KServe's defaulting webhook: kserve#2232).
+    Defaults live in the parser and in ``status``.
+    """
+    meta: dict[str, Any] = {
+        "description": description,
+        "minimum": minimum,
+        "maximum": maximum,
+        "pattern": pattern,
+        "enum": enum,
+        "min_items": min_items,
+        "max_items": max_items,
+        "max_length": max_length,
+        "int_or_string": int_or_string,
+        "preserve_unknown": preserve_unknown,
+        "list_type": list_type,
+        "list_map_keys": list_map_keys,
+        "json_name": json_name,
+        "schema_default": schema_default,
+    }
+    kwargs: dict[str, Any] = {"metadata": meta}
+    if default is not MISSING:
+        kwargs["default"] = default
+    if default_factory is not MISSING:
+        kwargs["default_factory"] = default_factory
+    return dataclasses.field(**kwargs)
+
+
+def rules_of(cls: type) -> tuple[Rule, ...]:
+    return tuple(cls.__dict__.get("RULES", ()))
+
+
+def _json_name(f: dataclasses.Field[Any]) -> str:
+    return f.metadata.get("json_name") or camel(f.name)
+
+
+def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
+    origin = get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in get_args(tp) if a is not type(None)]
+        if len(args) == 1:
+            return args[0], True
+    return tp, False
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+# --------------------------------------------------------------------- parsing
+
+
+def parse(cls: type[T], data: Any, path: str = "") -> T:
+    """Build ``cls`` from a plain dict, applying defaults and checking bounds."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise SpecError(path, f"must be an object, got {type(data).__name__}")
+    hints = _hints(cls)
+    known = {_json_name(f): f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise SpecError(path, f"unknown field(s): {', '.join(unknown)}")
+    values: dict[str, Any] = {}
+    for jname, f in known.items():
+        fpath = f"{path}.{jname}" if path else jname
+        if jname in data and data[jname] is not None:
+            values[f.name] = _parse_value(hints[f.name], data[jname], fpath, f.metadata)
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise SpecError(fpath, "is required")
+    obj = cls(**values)
+    for rule in rules_of(cls):
+        if not rule.check(obj):
+            where = (
+                f"{path}.{rule.field_path}"
+                if rule.field_path and path
+                else (rule.field_path or path)
+            )
+            raise SpecError(where, rule.message)
+    return obj
+
+
+def _parse_value(tp: Any, value: Any, path: str, meta: Mapping[str, Any]) -> Any:
+    tp, _ = _unwrap_optional(tp)
+    origin = get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return parse(tp, value, path)  # type: ignore[arg-type]
+    if origin is list or origin is tuple:
+        (item_tp, *_rest) = get_args(tp)
+        if not isinstance(value, list):
+            raise SpecError(path, f"must be a list, got {type(value).__name__}")
+        if meta.get("min_items") is not None and len(value) < meta["min_items"]:
+            raise SpecError(path, f"must have at least {meta['min_items']} item(s)")
+        if meta.get("max_items") is not None and len(value) > meta["max_items"]:
+            raise SpecError(path, f"must have at most {meta['max_items']} item(s)")
+        item_meta = {k: v for k, v in meta.items() if k in ("minimum", "maximum", "pattern")}
+        items = [_parse_value(item_tp, v, f"{path}[{i}]", item_meta) for i, v in enumerate(value)]
+        return tuple(items)
+    if origin is dict or origin is Mapping:
+        if not isinstance(value, Mapping):
+            raise SpecError(path, f"must be an object, got {type(value).__name__}")
+        if meta.get("preserve_unknown"):
+            return dict(value)
+        _, val_tp = get_args(tp)
+        return {str(k): _parse_value(val_tp, v, f"{path}.{k}", {}) for k, v in value.items()}
+    if tp is Any:
+        return value
+    if meta.get("int_or_string"):
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            raise SpecError(path, "must be an integer or a string")
+        value = str(value)
+    elif tp is bool:
+        if not isinstance(value, bool):
+            raise SpecError(path, "must be true or false")
+    elif tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise SpecError(path, f"must be an integer, got {value!r}")
+    elif tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise SpecError(path, f"must be a number, got {value!r}")
+        value = float(value)
+    elif tp is str and not isinstance(value, str):
+        raise SpecError(path, f"must be a string, got {value!r}")
+    _check_scalar(value, path, meta)
+    return value
+
+
+def _check_scalar(value: Any, path: str, meta: Mapping[str, Any]) -> None:
+    if meta.get("minimum") is not None and value < meta["minimum"]:
+        raise SpecError(path, f"must be >= {_num(meta['minimum'])}, got {value}")
+    if meta.get("maximum") is not None and value > meta["maximum"]:
+        raise SpecError(path, f"must be <= {_num(meta['maximum'])}, got {value}")
+    if meta.get("enum") and value not in meta["enum"]:
+        raise SpecError(path, f"must be one of {', '.join(meta['enum'])}, got {value!r}")
+    if meta.get("pattern") and not re.fullmatch(meta["pattern"], str(value)):
+        raise SpecError(path, f"{value!r} does not match {meta['pattern']}")
+    if meta.get("max_length") is not None and len(str(value)) > meta["max_length"]:
+        raise SpecError(path, f"must be at most {meta['max_length']} characters")
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def to_dict(obj: Any) -> Any:
+    """The inverse of :func:`parse`: camelCase plain data, defaults included."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        out: dict[str, Any] = {}
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if v is None:
+                continue
+            out[_json_name(f)] = to_dict(v)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+# ------------------------------------------------------------- OpenAPI schema
+
+
+def openapi(cls: type) -> dict[str, Any]:
+    """The structural OpenAPI v3 schema of a spec dataclass."""
+    hints = _hints(cls)
+    props: dict[str, Any] = {}
+    required: list[str] = []
+    for f in dataclasses.fields(cls):
+        jname = _json_name(f)
+        props[jname] = _schema_of(hints[f.name], f.metadata)
+        if f.default is MISSING and f.default_factory is MISSING:
+            required.append(jname)
+    schema: dict[str, Any] = {
+        "type": "object",
+        "description": _doc(cls),
+        "properties": props,
+    }
+    if required:
+        schema["required"] = required
+    rules = rules_of(cls)
+    if rules:
+        schema["x-kubernetes-validations"] = [_cel(r) for r in rules]
+    return schema
+
+
+def _cel(r: Rule) -> dict[str, Any]:
+    out: dict[str, Any] = {"rule": r.cel, "message": r.message}
+    if r.field_path:
+        out["fieldPath"] = "." + r.field_path
+    return out
+
+
+def _doc(cls: type) -> str:
+    return " ".join((cls.__doc__ or "").split())
+
+
+def _schema_of(tp: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
+    tp, _ = _unwrap_optional(tp)
+    origin = get_origin(tp)
+    s: dict[str, Any]
+    if dataclasses.is_dataclass(tp):
+        s = openapi(tp)  # type: ignore[arg-type]
+        # The field's own description says what the field is for; the class's
+        # says what the type is. Prefer the field's where both exist.
+        if meta.get("description"):
+            s["description"] = meta["description"]
+        return s
+    if origin is list or origin is tuple:
+        (item_tp, *_rest) = get_args(tp)
+        item_meta = {k: v for k, v in meta.items() if k in ("minimum", "maximum", "pattern")}
+        item_meta["description"] = ""
+        items = _schema_of(item_tp, item_meta)
+        if not items.get("description"):
+            items.pop("description", None)
+        s = {"type": "array", "items": items}
+        if meta.get("min_items") is not None:
+            s["minItems"] = meta["min_items"]
+        if meta.get("max_items") is not None:
+            s["maxItems"] = meta["max_items"]
+        if meta.get("list_type"):
+            s["x-kubernetes-list-type"] = meta["list_type"]
+        if meta.get("list_map_keys"):
+            s["x-kubernetes-list-map-keys"] = list(meta["list_map_keys"])
+    elif origin is dict or origin is Mapping:
+        if meta.get("preserve_unknown"):
+            s = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+        else:
+            _, val_tp = get_args(tp)
+            s = {"type": "object", "additionalProperties": _schema_of(val_tp, {})}
+    elif tp is Any:
+        s = {"x-kubernetes-preserve-unknown-fields": True}
+    elif meta.get("int_or_string"):
+        s = {"x-kubernetes-int-or-string": True}
+    elif tp is bool:
+        s = {"type": "boolean"}
+    elif tp is int:
+        s = {"type": "integer"}
+    elif tp is float:
+        s = {"type": "number"}
+    elif tp is str:
+        s = {"type": "string"}
+    else:  # pragma: no cover - a programming error in the spec types
+        raise TypeError(f"no schema for {tp!r}")
+    if meta.get("description"):
+        s["description"] = meta["description"]
+    for key, jkey in (
+        ("minimum", "minimum"),
+        ("maximum", "maximum"),
+        ("pattern", "pattern"),
+        ("max_length", "maxLength"),
+    ):
+        if meta.get(key) is not None and origin not in (list, tuple):
+            s[jkey] = meta[key]
+    if meta.get("enum") and origin not in (list, tuple):
+        s["enum"] = list(meta["enum"])
+    if meta.get("schema_default", MISSING) is not MISSING:
+        s["default"] = meta["schema_default"]
+    return s

@@ -1,0 +1,864 @@
+"""The ``sluice.dev/v1alpha1`` InferenceService API: the single source of truth.
+
+Defaults, bounds, descriptions and cross-field rules are declared here once.
+``sluice crd`` generates ``crds/sluice.dev_inferenceservices.yaml`` from these
+types, and a unit test fails when the committed file differs.
+
+Defaults are applied by :func:`parse_spec`, never by the apiserver: a schema
+default would rewrite the user's object and make GitOps tools show drift.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from .schema import Rule, SpecError, parse, spec_field
+
+GROUP = "sluice.dev"
+VERSION = "v1alpha1"
+KIND = "InferenceService"
+PLURAL = "inferenceservices"
+SINGULAR = "inferenceservice"
+SHORT_NAMES = ("tis", "sisvc")
+API_VERSION = f"{GROUP}/{VERSION}"
+
+MAIN_VARIANT = "main"
+CANARY_VARIANT = "canary"
+RESERVED_VARIANTS = (MAIN_VARIANT, CANARY_VARIANT)
+
+DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51
+
+DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+DURATION = r"^([0-9]+(ms|s|m|h))+$"
+QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
+MODEL_NAME = r"^[A-Za-z0-9_.-]+$"
+REPOSITORY = r"^(s3|gs|as|pvc)://.+$"
+MIG_PROFILE = r"^[0-9]+g\.[0-9]+gb$"
+
+_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+
+
+def seconds(duration: str) -> float:
+    """``"1m30s"`` -> 90.0. The pattern :data:`DURATION` guarantees the form."""
+    return sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(duration))
+
+
+# ----------------------------------------------------------------------- model
+
+
+@dataclass(frozen=True, kw_only=True)
+class S3Spec:
+    """Settings for an S3 or S3-compatible model repository."""
+
+    endpoint: str | None = spec_field(
+        "Endpoint of an S3-compatible store, with scheme and port, for example "
+        "http://minio.storage:9000. Empty for AWS S3 itself.",
+        default=None,
+        pattern=r"^https?://[^/]+$",
+        max_length=253,
+    )
+    region: str | None = spec_field(
+        "Region passed to Triton as AWS_DEFAULT_REGION.", default=None, max_length=63
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelSpec:
+    """The Triton model to serve: its name, where its repository is, and which version."""
+
+    name: str = spec_field(
+        "Model name as it appears in the Triton model repository (the folder name).",
+        pattern=MODEL_NAME,
+        max_length=128,
+    )
+    repository: str = spec_field(
+        "Model repository URL. s3://bucket/path, gs://bucket/path and as://account/"
+        "container/path are read by Triton natively; pvc://<claim>/<path> mounts the "
+        "PersistentVolumeClaim read-only and serves from <path> inside it.",
+        pattern=REPOSITORY,
+        max_length=1024,
+    )
+    version: int = spec_field(
+        "The model version to serve (a numbered folder in the model's directory). Each "
+        "pod loads exactly this version even if the repository holds others, and is "
+        "ready only when it is loaded. Changing it rolls out the new version (as a "
+        "canary when spec.rollout.strategy is Canary).",
+        minimum=1,
+    )
+    credentials_secret: str | None = spec_field(
+        "Name of a Secret in the same namespace with the store's credentials. Its keys "
+        "become environment variables of the Triton container (AWS_ACCESS_KEY_ID and "
+        "AWS_SECRET_ACCESS_KEY for s3://, AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY "
+        "for as://); a key named gcs.json is mounted as the Google credentials file.",
+        default=None,
+        pattern=DNS_LABEL.replace("[-a-z0-9]", "[-.a-z0-9]"),
+        max_length=253,
+    )
+    s3: S3Spec | None = spec_field("Settings for s3:// repositories.", default=None)
+
+    RULES = (
+        Rule(
+            cel="!has(self.s3) || self.repository.startsWith('s3://')",
+            message="model.s3 applies only to an s3:// repository",
+            check=lambda m: m.s3 is None or m.repository.startswith("s3://"),
+            field_path="s3",
+        ),
+        Rule(
+            cel="!self.repository.startsWith('pvc://') || "
+            "self.repository.matches('^pvc://[a-z0-9]([-.a-z0-9]*[a-z0-9])?(/.*)?$')",
+            message="a pvc:// repository must name a PersistentVolumeClaim: "
+            "pvc://<claim-name>/<path>",
+            check=lambda m: (
+                not m.repository.startswith("pvc://")
+                or re.match(r"^pvc://[a-z0-9]([-.a-z0-9]*[a-z0-9])?(/.*)?$", m.repository)
+                is not None
+            ),
+            field_path="repository",
+        ),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class EnvVar:
+    """An environment variable for the Triton container."""
+
+    name: str = spec_field("Variable name.", pattern=r"^[A-Za-z_][A-Za-z0-9_]*$", max_length=256)
+    value: str = spec_field("Variable value.", default="", max_length=4096)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Resources:
+    """CPU and memory for each Triton container (requests equal limits: Guaranteed QoS)."""
+
+    cpu: str = spec_field(
+        "CPU cores, as a Kubernetes quantity.",
+        default="4",
+        int_or_string=True,
+        pattern=QUANTITY,
+        max_length=32,
+    )
+    memory: str = spec_field(
+        "Memory, as a Kubernetes quantity.",
+        default="16Gi",
+        int_or_string=True,
+        pattern=QUANTITY,
+        max_length=32,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class TritonSpec:
+    """How each Triton server container runs."""
+
+    image: str = spec_field(
+        "Triton server image, pinned to a tag or digest.",
+        default=DEFAULT_TRITON_IMAGE,
+        max_length=512,
+        pattern=r"^\S+$",
+    )
+    resources: Resources = spec_field(
+        "CPU and memory for each Triton container.", default_factory=Resources
+    )
+    args: tuple[str, ...] = spec_field(
+        "Extra tritonserver arguments, appended after Sluice's own.",
+        default=(),
+        max_items=64,
+    )
+    env: tuple[EnvVar, ...] = spec_field(
+        "Extra environment variables for the Triton container.",
+        default=(),
+        max_items=64,
+        list_type="map",
+        list_map_keys=("name",),
+    )
+    startup_timeout_seconds: int = spec_field(
+        "How long a pod may take to start and load its model before Kubernetes "
+        "restarts it. Large models over slow storage need many minutes.",
+        default=1800,
+        minimum=30,
+        maximum=86400,
+    )
+
+
+# ------------------------------------------------------------------------- gpu
+
+
+@dataclass(frozen=True, kw_only=True)
+class GpuSpec:
+    """GPU placement for each pod."""
+
+    count: int = spec_field(
+        "GPUs per pod (nvidia.com/gpu), or MIG slices when migProfile is set. 0 runs "
+        "the model on CPU nodes only: no GPU is requested and the GPU taint is not "
+        "tolerated.",
+        default=1,
+        minimum=0,
+        maximum=16,
+    )
+    products: tuple[str, ...] = spec_field(
+        "Acceptable GPU products (the nvidia.com/gpu.product node label, for example "
+        "NVIDIA-H100-80GB-HBM3). Pods are scheduled only on nodes with one of them. "
+        "Empty: any GPU.",
+        default=(),
+        max_items=16,
+        pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$",
+    )
+    mig_profile: str | None = spec_field(
+        "A MIG profile such as 1g.10gb: pods request nvidia.com/mig-<profile> instead "
+        "of whole GPUs.",
+        default=None,
+        pattern=MIG_PROFILE,
+        max_length=32,
+    )
+
+    RULES = (
+        Rule(
+            cel="!has(self.migProfile) || !has(self.count) || self.count > 0",
+            message="gpu.migProfile needs gpu.count >= 1 (the number of MIG slices per pod)",
+            check=lambda g: g.mig_profile is None or g.count > 0,
+            field_path="count",
+        ),
+        Rule(
+            cel="!has(self.products) || size(self.products) == 0 || "
+            "!has(self.count) || self.count > 0",
+            message="gpu.products needs gpu.count >= 1: a CPU model (count 0) "
+            "cannot ask for a GPU product",
+            check=lambda g: not g.products or g.count > 0,
+            field_path="products",
+        ),
+    )
+
+
+# --------------------------------------------------------------------- scaling
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScalingTarget:
+    """The latency signal the autoscaler holds each variant to."""
+
+    metric: str = spec_field(
+        "Which signal: p99LatencyMs or p95LatencyMs (tail latency, the worst pod of the "
+        "variant), avgLatencyMs (mean request latency over the variant), or queueTimeMs "
+        "(mean time requests wait in Triton's queue).",
+        enum=("p99LatencyMs", "p95LatencyMs", "avgLatencyMs", "queueTimeMs"),
+        default="p99LatencyMs",
+    )
+    value: float = spec_field(
+        "Target in milliseconds: scale up above it, down when well below it.",
+        minimum=0.1,
+        maximum=3600000,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScalingBehavior:
+    """How quickly replicas may change in one direction."""
+
+    stabilization_seconds: int | None = spec_field(
+        "The signal must call for this direction for this long before replicas change. "
+        "Defaults: 0 for scale-up, 300 for scale-down.",
+        default=None,
+        minimum=0,
+        maximum=86400,
+    )
+    max_step: int | None = spec_field(
+        "At most this many replicas added or removed per decision. Defaults: 4 up, 1 down.",
+        default=None,
+        minimum=1,
+        maximum=1000,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScalingSpec:
+    """Latency-SLO autoscaling. The operator writes each variant's replicas itself."""
+
+    mode: str = spec_field(
+        "Auto applies decisions; Observe computes and reports them (status and Events) "
+        "without changing replicas; Off uses spec.replicas.",
+        enum=("Auto", "Observe", "Off"),
+        default="Auto",
+    )
+    min_replicas: int = spec_field(
+        "Fewest replicas per variant.", default=1, minimum=1, maximum=1000
+    )
+    max_replicas: int = spec_field("Most replicas per variant.", minimum=1, maximum=1000)
+    target: ScalingTarget = spec_field("The latency target.")
+    tolerance: float = spec_field(
+        "No change while the signal is within this fraction of the target.",
+        default=0.1,
+        minimum=0,
+        maximum=0.9,
+    )
+    warmup_seconds: int = spec_field(
+        "Replicas created less than this long ago and not yet ready count as coming "
+        "capacity: no further scale-up while they load, within this bound.",
+        default=600,
+        minimum=0,
+        maximum=86400,
+    )
+    scale_up: ScalingBehavior = spec_field("Scale-up behaviour.", default_factory=ScalingBehavior)
+    scale_down: ScalingBehavior = spec_field(
+        "Scale-down behaviour.", default_factory=ScalingBehavior
+    )
+
+    RULES = (
+        Rule(
+            cel="!has(self.minReplicas) || self.minReplicas <= self.maxReplicas",
+            message="scaling.minReplicas must be <= scaling.maxReplicas",
+            check=lambda s: s.min_replicas <= s.max_replicas,
+            field_path="minReplicas",
+        ),
+    )
+
+    @property
+    def up_stabilization(self) -> int:
+        v = self.scale_up.stabilization_seconds
+        return 0 if v is None else v
+
+    @property
+    def down_stabilization(self) -> int:
+        v = self.scale_down.stabilization_seconds
+        return 300 if v is None else v
+
+    @property
+    def up_step(self) -> int:
+        return self.scale_up.max_step or 4
+
+    @property
+    def down_step(self) -> int:
+        return self.scale_down.max_step or 1
+
+
+# -------------------------------------------------------------------- variants
+
+
+@dataclass(frozen=True, kw_only=True)
+class VariantModel:
+    """What a variant changes about the model; unset fields come from spec.model."""
+
+    version: int | None = spec_field("Model version this variant serves.", default=None, minimum=1)
+    repository: str | None = spec_field(
+        "Model repository of this variant.", default=None, pattern=REPOSITORY, max_length=1024
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class VariantTriton:
+    """What a variant changes about the Triton server."""
+
+    image: str | None = spec_field(
+        "Triton image of this variant.", default=None, max_length=512, pattern=r"^\S+$"
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class VariantSpec:
+    """A fixed A/B variant served beside the main one, with its own Deployment."""
+
+    name: str = spec_field(
+        "Variant name, a DNS label. 'main' and 'canary' are reserved.",
+        pattern=DNS_LABEL,
+        max_length=20,
+    )
+    weight: int = spec_field(
+        "Share of traffic in percent. The main variant receives 100 minus the sum.",
+        minimum=0,
+        maximum=100,
+    )
+    model: VariantModel = spec_field(
+        "Model overrides for this variant.", default_factory=VariantModel
+    )
+    triton: VariantTriton = spec_field(
+        "Triton overrides for this variant.", default_factory=VariantTriton
+    )
+    replicas: int | None = spec_field(
+        "Replicas while autoscaling is off. Default: spec.replicas.",
+        default=None,
+        minimum=0,
+        maximum=1000,
+    )
+
+    RULES = (
+        Rule(
+            cel="self.name != 'main' && self.name != 'canary'",
+            message="variant names 'main' and 'canary' are reserved",
+            check=lambda v: v.name not in RESERVED_VARIANTS,
+            field_path="name",
+        ),
+    )
+
+
+# --------------------------------------------------------------------- rollout
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnalysisSpec:
+    """Checks a canary must pass at every step. Missing data never counts as a failure."""
+
+    max_latency_ms: float | None = spec_field(
+        "Absolute limit on the canary's tail latency (the metric of spec.scaling.target, "
+        "p99 when scaling is off), in milliseconds. Unset: no absolute limit.",
+        default=None,
+        minimum=0.1,
+    )
+    max_latency_ratio: float = spec_field(
+        "The canary's tail latency may be at most this multiple of the stable variant's.",
+        default=1.5,
+        minimum=1,
+        maximum=100,
+    )
+    max_error_rate: float = spec_field(
+        "Largest acceptable fraction of failed requests (0.01 = 1%).",
+        default=0.01,
+        minimum=0,
+        maximum=1,
+    )
+    min_request_rate: float = spec_field(
+        "Requests per second the canary must receive for a check to count. Below it the "
+        "check is inconclusive: neither passed nor failed.",
+        default=0.1,
+        minimum=0,
+    )
+    failure_threshold: int = spec_field(
+        "Failed checks after which the canary is rolled back.",
+        default=3,
+        minimum=1,
+        maximum=100,
+    )
+    progress_deadline: str = spec_field(
+        "A rollout that has not completed a step for this long (for example because the "
+        "canary gets no traffic or metrics) is rolled back.",
+        default="30m",
+        pattern=DURATION,
+        max_length=32,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolloutSpec:
+    """How a change of model version or image reaches traffic."""
+
+    strategy: str = spec_field(
+        "Rolling replaces pods in place, new ones ready before old ones go. Canary starts "
+        "the change as a separate variant and moves traffic to it through steps while "
+        "analysis passes; needs spec.router.",
+        enum=("Rolling", "Canary"),
+        default="Rolling",
+    )
+    steps: tuple[int, ...] = spec_field(
+        "Canary traffic percentages, increasing. After the last step the canary is promoted.",
+        default=(10, 25, 50),
+        min_items=1,
+        max_items=20,
+        minimum=1,
+        maximum=99,
+    )
+    interval: str = spec_field(
+        "Time at each step before the next analysis decides, for example 60s or 2m.",
+        default="60s",
+        pattern=DURATION,
+        max_length=32,
+    )
+    analysis: AnalysisSpec = spec_field(
+        "Checks the canary must pass.", default_factory=AnalysisSpec
+    )
+
+    RULES = (
+        Rule(
+            cel="!has(self.steps) || (self.steps.isSorted() && "
+            "self.steps.all(s, self.steps.exists_one(t, t == s)))",
+            message="rollout.steps must be strictly increasing",
+            check=lambda r: list(r.steps) == sorted(set(r.steps)),
+            field_path="steps",
+        ),
+    )
+
+    @property
+    def interval_seconds(self) -> float:
+        return seconds(self.interval)
+
+
+# ---------------------------------------------------------------------- router
+
+
+@dataclass(frozen=True, kw_only=True)
+class GatewayRef:
+    """The Gateway API Gateway the HTTPRoute attaches to."""
+
+    name: str = spec_field("Gateway name.", pattern=DNS_LABEL, max_length=63)
+    namespace: str | None = spec_field(
+        "Gateway namespace. Default: the InferenceService's namespace.",
+        default=None,
+        pattern=DNS_LABEL,
+        max_length=63,
+    )
+    section_name: str | None = spec_field(
+        "Listener name on the Gateway.", default=None, pattern=DNS_LABEL, max_length=63
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class HeaderMatch:
+    """Requests carrying this header go to one variant, whatever the weights (sticky A/B)."""
+
+    header: str = spec_field(
+        "Header name.", pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", max_length=256
+    )
+    value: str = spec_field("Exact header value.", max_length=4096)
+    variant: str = spec_field("Variant that serves matching requests.", pattern=DNS_LABEL)
+
+
+@dataclass(frozen=True, kw_only=True)
+class MirrorSpec:
+    """Copies of requests sent to a variant whose responses are discarded."""
+
+    variant: str = spec_field("Variant that receives the mirrored requests.", pattern=DNS_LABEL)
+    percent: int = spec_field(
+        "Percentage of requests mirrored.", default=100, minimum=1, maximum=100
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class RouterSpec:
+    """Traffic routing through a Gateway API HTTPRoute, one backend per variant."""
+
+    gateway: GatewayRef = spec_field("The Gateway to attach to.")
+    hostnames: tuple[str, ...] = spec_field(
+        "Hostnames the route answers for. Empty: all of the Gateway's.",
+        default=(),
+        max_items=16,
+        pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+    )
+    path_prefix: str = spec_field(
+        "Path prefix the route matches.", default="/", pattern=r"^/\S*$", max_length=1024
+    )
+    header_matches: tuple[HeaderMatch, ...] = spec_field(
+        "Header rules for sticky A/B.", default=(), max_items=8
+    )
+    mirror: MirrorSpec | None = spec_field("Request mirroring.", default=None)
+
+
+# ------------------------------------------------------------------ monitoring
+
+
+@dataclass(frozen=True, kw_only=True)
+class MonitoringSpec:
+    """How Prometheus finds the pods and which PromQL gives each signal."""
+
+    pod_monitor: str = spec_field(
+        "Auto renders a PodMonitor when the Prometheus Operator's CRDs exist; Always "
+        "and Never force it.",
+        default="Auto",
+        enum=("Auto", "Always", "Never"),
+    )
+    queries: dict[str, str] = spec_field(
+        "PromQL templates that replace the built-in query of a signal (requestRate, "
+        "errorRate, avgLatencyMs, queueTimeMs, p95LatencyMs, p99LatencyMs). {selector} "
+        "is replaced by the label matchers of this InferenceService and {window} by the "
+        "rate window; results must keep the namespace, inferenceservice and variant "
+        "labels.",
+        default_factory=dict,
+    )
+
+    RULES = (
+        Rule(
+            cel="!has(self.queries) || self.queries.all(k, k in ['requestRate', "
+            "'errorRate', 'avgLatencyMs', 'queueTimeMs', 'p95LatencyMs', 'p99LatencyMs'])",
+            message="monitoring.queries keys must be signal names: requestRate, errorRate, "
+            "avgLatencyMs, queueTimeMs, p95LatencyMs, p99LatencyMs",
+            check=lambda m: (
+                set(m.queries)
+                <= {
+                    "requestRate",
+                    "errorRate",
+                    "avgLatencyMs",
+                    "queueTimeMs",
+                    "p95LatencyMs",
+                    "p99LatencyMs",
+                }
+            ),
+            field_path="queries",
+        ),
+    )
+
+
+# ----------------------------------------------------------------- podTemplate
+
+
+@dataclass(frozen=True, kw_only=True)
+class PodTemplate:
+    """Pod settings passed through to every Triton pod."""
+
+    labels: dict[str, str] = spec_field("Extra pod labels.", default_factory=dict)
+    annotations: dict[str, str] = spec_field("Extra pod annotations.", default_factory=dict)
+    service_account_name: str | None = spec_field(
+        "ServiceAccount the pods run as.", default=None, max_length=253
+    )
+    image_pull_secrets: tuple[str, ...] = spec_field(
+        "Names of image pull Secrets.", default=(), max_items=16
+    )
+    priority_class_name: str | None = spec_field(
+        "PriorityClass of the pods.", default=None, max_length=253
+    )
+    node_selector: dict[str, str] = spec_field("Extra node selector labels.", default_factory=dict)
+    tolerations: tuple[dict[str, Any], ...] = spec_field(
+        "Extra tolerations, added to the GPU toleration Sluice sets itself.",
+        default=(),
+        max_items=32,
+        preserve_unknown=True,
+    )
+    affinity: dict[str, Any] = spec_field(
+        "Extra affinity terms, merged with the GPU product node affinity.",
+        default_factory=dict,
+        preserve_unknown=True,
+    )
+
+
+# ------------------------------------------------------------------------ spec
+
+
+@dataclass(frozen=True, kw_only=True)
+class InferenceServiceSpec:
+    """The desired state of a Triton inference fleet."""
+
+    model: ModelSpec = spec_field("The model to serve.")
+    triton: TritonSpec = spec_field("The Triton server.", default_factory=TritonSpec)
+    gpu: GpuSpec = spec_field("GPU placement.", default_factory=GpuSpec)
+    replicas: int = spec_field(
+        "Replicas of the main variant while autoscaling is off; the target of kubectl scale.",
+        default=1,
+        minimum=0,
+        maximum=1000,
+    )
+    scaling: ScalingSpec | None = spec_field(
+        "Latency-SLO autoscaling. Unset: replicas stay at spec.replicas.", default=None
+    )
+    variants: tuple[VariantSpec, ...] = spec_field(
+        "Fixed A/B variants served beside the main one. Needs spec.router.",
+        default=(),
+        max_items=8,
+        list_type="map",
+        list_map_keys=("name",),
+    )
+    rollout: RolloutSpec = spec_field(
+        "How version and image changes roll out.", default_factory=RolloutSpec
+    )
+    router: RouterSpec | None = spec_field(
+        "Gateway API routing. Needed for A/B variants and canary rollouts.", default=None
+    )
+    monitoring: MonitoringSpec = spec_field(
+        "Metrics collection and queries.", default_factory=MonitoringSpec
+    )
+    pod_template: PodTemplate = spec_field(
+        "Pod settings passed through to every Triton pod.", default_factory=PodTemplate
+    )
+
+    RULES = (
+        Rule(
+            cel="!has(self.variants) || self.variants.map(v, v.weight).sum() <= 100",
+            message="the weights of spec.variants add up to more than 100",
+            check=lambda s: sum(v.weight for v in s.variants) <= 100,
+            field_path="variants",
+        ),
+        Rule(
+            cel="(!has(self.variants) || size(self.variants) == 0) || has(self.router)",
+            message="spec.variants needs spec.router: weighted traffic splits go through "
+            "a Gateway API HTTPRoute",
+            check=lambda s: not s.variants or s.router is not None,
+            field_path="router",
+        ),
+        Rule(
+            cel="!has(self.rollout) || !has(self.rollout.strategy) || "
+            "self.rollout.strategy != 'Canary' || has(self.router)",
+            message="rollout.strategy Canary needs spec.router: canary traffic goes "
+            "through a Gateway API HTTPRoute",
+            check=lambda s: s.rollout.strategy != "Canary" or s.router is not None,
+            field_path="router",
+        ),
+        Rule(
+            cel="!has(self.rollout) || !has(self.rollout.strategy) || "
+            "self.rollout.strategy != 'Canary' || !has(self.variants) || "
+            "size(self.variants) == 0",
+            message="rollout.strategy Canary cannot be combined with spec.variants in "
+            "v1alpha1: use one or the other",
+            check=lambda s: s.rollout.strategy != "Canary" or not s.variants,
+            field_path="variants",
+        ),
+        Rule(
+            cel="!has(self.router) || !has(self.router.headerMatches) || "
+            "self.router.headerMatches.all(h, h.variant == 'main' || "
+            "(has(self.variants) && self.variants.exists(v, v.name == h.variant)))",
+            message="router.headerMatches[].variant must name 'main' or one of spec.variants",
+            check=lambda s: (
+                s.router is None
+                or all(h.variant in _variant_names(s) for h in s.router.header_matches)
+            ),
+            field_path="router",
+        ),
+        Rule(
+            cel="!has(self.router) || !has(self.router.mirror) || "
+            "self.router.mirror.variant == 'main' || (has(self.variants) && "
+            "self.variants.exists(v, v.name == self.router.mirror.variant))",
+            message="router.mirror.variant must name 'main' or one of spec.variants",
+            check=lambda s: (
+                s.router is None
+                or s.router.mirror is None
+                or s.router.mirror.variant in _variant_names(s)
+            ),
+            field_path="router",
+        ),
+    )
+
+
+def _variant_names(s: InferenceServiceSpec) -> set[str]:
+    return {MAIN_VARIANT, *(v.name for v in s.variants)}
+
+
+MAX_NAME_LENGTH = 42  # "<name>-<variant>" Service names must fit in 63 characters
+NAME_RULE = Rule(
+    cel=f"size(self.metadata.name) <= {MAX_NAME_LENGTH}",
+    message=f"metadata.name must be at most {MAX_NAME_LENGTH} characters: each variant's "
+    "Service is named <name>-<variant> and Service names are limited to 63",
+    check=lambda name: len(name) <= MAX_NAME_LENGTH,
+)
+
+
+def check_name(name: str) -> None:
+    if not NAME_RULE.check(name):
+        raise SpecError("metadata.name", NAME_RULE.message)
+
+
+def parse_spec(data: Any) -> InferenceServiceSpec:
+    """Parse and validate ``.spec``; raises :class:`SpecError` naming the field."""
+    spec = parse(InferenceServiceSpec, data, "spec")
+    names = [v.name for v in spec.variants]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:  # the list-map schema rejects these at apply; offline too
+        raise SpecError("spec.variants", f"duplicate variant name(s): {', '.join(dupes)}")
+    return spec
+
+
+# ---------------------------------------------------------------------- status
+
+
+@dataclass(frozen=True, kw_only=True)
+class Condition:
+    """A standard Kubernetes condition."""
+
+    type: str = spec_field("Condition type, for example Ready.")
+    status: str = spec_field("True, False or Unknown.", enum=("True", "False", "Unknown"))
+    reason: str = spec_field("One-word CamelCase reason.", default="")
+    message: str = spec_field("What was observed and why, for people.", default="")
+    last_transition_time: str | None = spec_field(
+        "When status last changed (RFC 3339).", default=None
+    )
+    observed_generation: int | None = spec_field(
+        "metadata.generation this condition was computed from.", default=None
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class VariantStatus:
+    """Observed state of one variant."""
+
+    name: str = spec_field("Variant name.")
+    version: int | None = spec_field("Model version the variant serves.", default=None)
+    image: str | None = spec_field("Triton image of the variant.", default=None)
+    replicas: int = spec_field("Pods of the variant's Deployment.", default=0)
+    ready_replicas: int = spec_field("Ready pods.", default=0)
+    desired_replicas: int | None = spec_field("Replicas the operator wants now.", default=None)
+    weight: int | None = spec_field("Traffic percent currently routed here.", default=None)
+    deployment: str | None = spec_field("Name of the variant's Deployment.", default=None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Signals:
+    """The latest observation of one variant from Prometheus."""
+
+    request_rate: float | None = spec_field("Requests per second.", default=None)
+    error_rate: float | None = spec_field("Failed fraction of requests.", default=None)
+    avg_latency_ms: float | None = spec_field("Mean latency, ms.", default=None)
+    queue_time_ms: float | None = spec_field("Mean queue time, ms.", default=None)
+    p95_latency_ms: float | None = spec_field("p95 latency of the worst pod, ms.", default=None)
+    p99_latency_ms: float | None = spec_field("p99 latency of the worst pod, ms.", default=None)
+    missing: tuple[str, ...] = spec_field(
+        "Signals that had no usable value, each with why.", default=()
+    )
+    observed_at: str | None = spec_field("When this was observed.", default=None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScalingStatus:
+    """The autoscaler's last decision for one variant."""
+
+    variant: str = spec_field("Variant name.")
+    current_replicas: int = spec_field("Replicas when decided.", default=0)
+    desired_replicas: int = spec_field("Replicas decided.", default=0)
+    applied: bool = spec_field("False in Observe mode.", default=False)
+    metric: str | None = spec_field("Signal used.", default=None)
+    observed: float | None = spec_field("Its value, ms.", default=None)
+    target: float | None = spec_field("Its target, ms.", default=None)
+    reason: str = spec_field("Why.", default="")
+    last_scale_time: str | None = spec_field("When replicas last changed.", default=None)
+    pending_since: str | None = spec_field(
+        "Since when the signal has called for the pending direction (stabilisation).",
+        default=None,
+    )
+    pending_direction: str | None = spec_field("Up or Down while stabilising.", default=None)
+    signals: Signals | None = spec_field("What was observed.", default=None)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RevisionStatus:
+    """A model version and image pair."""
+
+    version: int = spec_field("Model version.")
+    image: str = spec_field("Triton image.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RolloutStatus:
+    """Where a canary rollout is. Kept in status so a restarted operator continues."""
+
+    phase: str = spec_field(
+        "Idle, Progressing, Promoting, Succeeded or RolledBack.",
+        enum=("Idle", "Progressing", "Promoting", "Succeeded", "RolledBack"),
+        default="Idle",
+    )
+    stable: RevisionStatus | None = spec_field("What the main variant serves.", default=None)
+    canary: RevisionStatus | None = spec_field("What the canary serves.", default=None)
+    step: int = spec_field("Index into spec.rollout.steps; -1 before the first.", default=-1)
+    canary_weight: int = spec_field("Traffic percent on the canary.", default=0)
+    failed_checks: int = spec_field("Failed analysis checks in this rollout.", default=0)
+    step_started_at: str | None = spec_field("When the current step began.", default=None)
+    last_progress_at: str | None = spec_field("When a step last completed.", default=None)
+    message: str = spec_field("What happened last and why.", default="")
+
+
+@dataclass(frozen=True, kw_only=True)
+class InferenceServiceStatus:
+    """Observed state, written only by the operator."""
+
+    observed_generation: int | None = spec_field(
+        "metadata.generation the status describes.", default=None
+    )
+    conditions: tuple[Condition, ...] = spec_field("Conditions.", default=())
+    url: str | None = spec_field("In-cluster URL of the apex Service.", default=None)
+    model: str | None = spec_field("Model name (printer column).", default=None)
+    version: int | None = spec_field("Version the main variant serves.", default=None)
+    replicas: int = spec_field("Pods across all variants (scale subresource).", default=0)
+    ready_replicas: int = spec_field("Ready pods across all variants.", default=0)
+    ready: str | None = spec_field("ready/desired, for kubectl get.", default=None)
+    selector: str | None = spec_field(
+        "Label selector of the pods (scale subresource).", default=None
+    )
+    variants: tuple[VariantStatus, ...] = spec_field("Per-variant state.", default=())
+    scaling: tuple[ScalingStatus, ...] = spec_field("Per-variant autoscaler decisions.", default=())
+    rollout: RolloutStatus | None = spec_field("Canary rollout state.", default=None)
+    spec_error: str | None = spec_field(
+        "Why the spec cannot be served, when it cannot.", default=None
+    )

@@ -1,0 +1,1 @@
+"""Control decisions as pure functions: the plan of variants, scaling, canary steps."""

@@ -1,0 +1,156 @@
+"""Decide the variants to run, their replicas and their traffic weights.
+
+Pure: the inputs are the parsed spec, what status remembers (the rollout and
+the autoscaler's decisions) and what was observed (ready replicas). The
+shell reads those, calls :func:`plan`, and renders the result.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from ..api.v1alpha1 import CANARY_VARIANT, MAIN_VARIANT, InferenceServiceSpec
+from ..render.plan import Variant
+
+IN_FLIGHT = ("Progressing", "Promoting")
+
+
+@dataclass(frozen=True)
+class Revision:
+    version: int
+    image: str
+
+
+@dataclass(frozen=True)
+class RolloutState:
+    """The parts of status.rollout the plan depends on."""
+
+    phase: str = "Idle"
+    stable: Revision | None = None
+    canary: Revision | None = None
+    canary_weight: int = 0
+    # While promoting, the main variant already serves the canary's revision
+    # and is scaled to full before traffic moves back to it.
+    promoted: bool = False
+
+    @property
+    def in_flight(self) -> bool:
+        return self.phase in IN_FLIGHT and self.stable is not None and self.canary is not None
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What the plan needs to know about the world."""
+
+    # Replicas the autoscaler decided per variant (applied only in Auto mode).
+    scaled: Mapping[str, int] = field(default_factory=dict)
+    # Ready pods per variant.
+    ready: Mapping[str, int] = field(default_factory=dict)
+
+
+def spec_revision(spec: InferenceServiceSpec) -> Revision:
+    return Revision(version=spec.model.version, image=spec.triton.image)
+
+
+def base_replicas(spec: InferenceServiceSpec, variant: str, observed: Observed) -> int:
+    """Replicas of a variant from spec.replicas or, in Auto mode, the autoscaler."""
+    wanted = spec.replicas
+    for v in spec.variants:
+        if v.name == variant and v.replicas is not None:
+            wanted = v.replicas
+    s = spec.scaling
+    if s is None or s.mode == "Off":
+        return wanted
+    if s.mode == "Auto" and variant in observed.scaled:
+        wanted = observed.scaled[variant]
+    return max(s.min_replicas, min(s.max_replicas, wanted))
+
+
+def canary_replicas(main_replicas: int, share_percent: int) -> int:
+    """Replicas a canary needs for ``share_percent`` of the main variant's load."""
+    return max(1, math.ceil(main_replicas * share_percent / 100))
+
+
+def plan(
+    spec: InferenceServiceSpec,
+    rollout: RolloutState | None = None,
+    observed: Observed | None = None,
+) -> list[Variant]:
+    observed = observed or Observed()
+    rollout = rollout or RolloutState()
+    variants: list[Variant] = []
+
+    main_rev = spec_revision(spec)
+    if rollout.in_flight and not rollout.promoted:
+        assert rollout.stable is not None
+        main_rev = rollout.stable
+    main_replicas = base_replicas(spec, MAIN_VARIANT, observed)
+    variants.append(
+        Variant(
+            name=MAIN_VARIANT,
+            version=main_rev.version,
+            image=main_rev.image,
+            repository=spec.model.repository,
+            replicas=main_replicas,
+            weight=100,
+        )
+    )
+
+    if rollout.in_flight:
+        assert rollout.canary is not None
+        # Sized for the share it is about to receive, before it receives it.
+        share = max(rollout.canary_weight, _next_step(spec, rollout.canary_weight))
+        scaled = observed.scaled.get(CANARY_VARIANT, 0)
+        variants.append(
+            Variant(
+                name=CANARY_VARIANT,
+                version=rollout.canary.version,
+                image=rollout.canary.image,
+                repository=spec.model.repository,
+                replicas=max(scaled, canary_replicas(main_replicas, share)),
+                weight=rollout.canary_weight,
+            )
+        )
+
+    for v in spec.variants:
+        variants.append(
+            Variant(
+                name=v.name,
+                version=v.model.version or spec.model.version,
+                image=v.triton.image or spec.triton.image,
+                repository=v.model.repository or spec.model.repository,
+                replicas=base_replicas(spec, v.name, observed),
+                weight=v.weight,
+            )
+        )
+    return route_weights(variants, observed.ready if observed.ready else None)
+
+
+def _next_step(spec: InferenceServiceSpec, current: int) -> int:
+    for s in spec.rollout.steps:
+        if s > current:
+            return s
+    return current
+
+
+def route_weights(variants: list[Variant], ready: Mapping[str, int] | None) -> list[Variant]:
+    """Give the main variant what the others do not take; never route to a variant without
+    ready pods (its share goes to the main variant; kserve#5983 sent it to 503s).
+
+    ``ready=None`` means readiness is not known (offline rendering): weights as declared.
+    """
+    out = list(variants)
+    others = out[1:]
+    if ready is not None:
+        others = [
+            v if ready.get(v.name, 0) > 0 or ready.get(MAIN_VARIANT, 0) == 0 else _w(v, 0)
+            for v in others
+        ]
+    main_weight = max(0, 100 - sum(v.weight for v in others))
+    return [_w(out[0], main_weight), *others]
+
+
+def _w(v: Variant, weight: int) -> Variant:
+    return Variant(v.name, v.version, v.image, v.repository, v.replicas, weight)
