@@ -431,6 +431,18 @@ class Cluster:
             "the default ServiceAccount",
         )
 
+    def install_crds(self) -> None:
+        """Sluice's CRD (crds/) and the Gateway API CRDs from the Go module cache."""
+        gw = CACHE / f"gateway-api-{versions()['GATEWAY_API_VERSION']}" / "standard.yaml"
+        if not gw.exists():
+            subprocess.run([str(HACK / "build-bins.sh"), "gateway"], check=True)
+        for path, crd in (
+            (REPO / "crds", "crd/inferenceservices.sluice.dev"),
+            (gw, "crd/httproutes.gateway.networking.k8s.io"),
+        ):
+            self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
+            self.kubectl("wait", "--for=condition=Established", "--timeout=60s", crd)
+
     # -------------------------------------------------------------------- down
 
     def down(self, keep_logs: bool = False) -> None:

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
+from .kube import Kubectl, localcluster_module
 from .wait import until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,31 +61,8 @@ def running_operator(
         until(lambda: proc.poll() is not None, 10, "the operator to exit")
 
 
-def install_crds(kubectl: object) -> None:
+def install_crds(kubectl: Kubectl) -> None:
     """Apply Sluice's CRD and the Gateway API CRDs (from the Go module cache)."""
-    from .kube import Kubectl
-
-    assert isinstance(kubectl, Kubectl)
-    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(REPO / "crds"))
-    kubectl.run(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/inferenceservices.sluice.dev",
-    )
-    versions = dict(
-        line.split("=", 1)
-        for line in (REPO / "hack" / "versions.env").read_text().splitlines()
-        if "=" in line and not line.startswith("#")
-    )
-    cache = Path(os.environ.get("SLUICE_CACHE", Path.home() / ".cache" / "sluice"))
-    gw = cache / f"gateway-api-{versions['GATEWAY_API_VERSION']}" / "standard.yaml"
-    if not gw.exists():
-        subprocess.run([str(REPO / "hack" / "build-bins.sh"), "gateway"], check=True)
-    kubectl.run("apply", "--server-side", "--force-conflicts", "-f", str(gw))
-    kubectl.run(
-        "wait",
-        "--for=condition=Established",
-        "--timeout=60s",
-        "crd/httproutes.gateway.networking.k8s.io",
-    )
+    cluster = localcluster_module().Cluster()
+    cluster.kubeconfig = kubectl.kubeconfig
+    cluster.install_crds()
