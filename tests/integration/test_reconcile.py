@@ -285,6 +285,24 @@ def test_deleting_the_inferenceservice_removes_every_child(
 # --------------------------------------------------------- bad input, no loss
 
 
+def test_unschedulable_pods_are_explained_in_the_ready_condition(
+    kubectl: Kubectl, ns: str, samples_ready: dict
+) -> None:
+    obj = sample("text-embed-cpu.yaml", ns)[0]
+    obj["metadata"]["name"] = "no-claim"
+    obj["spec"]["model"]["repository"] = "pvc://missing-claim/triton"
+    kubectl.apply(obj)
+
+    def explained() -> str | None:
+        c = condition(isvc(kubectl, ns, "no-claim"), "Ready")
+        msg = str(c.get("message", ""))
+        return msg if c.get("status") == "False" and "missing-claim" in msg else None
+
+    msg = until(explained, 60, "Ready=False naming the missing claim")
+    assert "main 0/1 ready (version 1): pod no-claim-main-" in msg
+    kubectl.run("delete", ISVC, "no-claim", "-n", ns)
+
+
 def test_stored_invalid_spec_becomes_a_condition_and_nothing_is_lost(
     kubectl: Kubectl, ns: str, samples_ready: dict
 ) -> None:

@@ -37,6 +37,32 @@ class DeploymentState:
         )
 
 
+def pod_problems(pods: Sequence[Mapping[str, Any]], variant_label: str) -> dict[str, str]:
+    """Why pods of each variant are not running: the first unschedulable or
+    waiting reason found, for the Ready message."""
+    out: dict[str, str] = {}
+    for p in pods:
+        variant = ((p.get("metadata") or {}).get("labels") or {}).get(variant_label)
+        if not variant or variant in out:
+            continue
+        st = p.get("status") or {}
+        for c in st.get("conditions") or []:
+            if c.get("type") == "PodScheduled" and c.get("status") == "False":
+                out[variant] = f"pod {p['metadata']['name']} unschedulable: {c.get('message', '')}"
+                break
+        else:
+            for cs in st.get("containerStatuses") or []:
+                waiting = (cs.get("state") or {}).get("waiting") or {}
+                if waiting.get("reason") in ("CrashLoopBackOff", "ImagePullBackOff",
+                                             "ErrImagePull", "CreateContainerConfigError"):
+                    out[variant] = (
+                        f"pod {p['metadata']['name']} {waiting['reason']}: "
+                        f"{waiting.get('message', '')}".rstrip(": ")
+                    )
+                    break
+    return out
+
+
 def set_condition(
     conditions: Sequence[Mapping[str, Any]],
     type_: str,
@@ -118,6 +144,7 @@ def served_status(
     route: tuple[bool, str, str] | None,
     rollout_in_flight: bool,
     now: str,
+    problems: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """Status after a reconcile that applied the plan.
 
@@ -136,7 +163,11 @@ def served_status(
         total_ready += ready
         total_wanted += v.replicas
         if st is None or not st.rolled_out(v.replicas):
-            lagging.append(f"{v.name} {ready}/{v.replicas} ready (version {v.version})")
+            why = (problems or {}).get(v.name)
+            lagging.append(
+                f"{v.name} {ready}/{v.replicas} ready (version {v.version})"
+                + (f": {why}" if why else "")
+            )
         vstatus.append(
             {
                 "name": v.name,

@@ -11,7 +11,7 @@ from typing import Any
 from ..api.schema import SpecError
 from ..api.v1alpha1 import API_VERSION, KIND, check_name, parse_spec
 from ..policy import readiness
-from ..render import selector
+from ..render import LABEL_ISVC, LABEL_VARIANT, selector
 from . import deployments, httproute, podmonitor, services
 from .apply import SyncResult
 from .desired import desired, meta_of, rollout_state
@@ -97,6 +97,14 @@ class Reconciler:
 
         states = deployments.observe_all(dep)
         in_flight = rollout_state(obj.get("status")).in_flight
+        problems: dict[str, str] = {}
+        if any(
+            v.name not in states or not states[v.name].rolled_out(v.replicas) for v in variants
+        ):
+            problems = readiness.pod_problems(
+                self.kube.list("v1", "Pod", meta.namespace, f"{LABEL_ISVC}={meta.name}"),
+                LABEL_VARIANT,
+            )
 
         def mutate(live: dict[str, Any], status: dict[str, Any]) -> dict[str, Any] | None:
             return _without_churn(
@@ -112,6 +120,7 @@ class Reconciler:
                     route=route,
                     rollout_in_flight=in_flight,
                     now=now(),
+                    problems=problems,
                 ),
             )
 

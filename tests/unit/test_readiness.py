@@ -1,0 +1,92 @@
+"""Status from plan and observation: conditions say what was seen and why."""
+
+from __future__ import annotations
+
+from sluice.policy.readiness import DeploymentState, pod_problems, served_status, set_condition
+from sluice.render.plan import Variant
+
+NOW = "2026-11-23T08:00:00Z"
+
+
+def status(states: dict[str, DeploymentState], problems: dict[str, str] | None = None) -> dict:
+    return served_status(
+        {},
+        model="m",
+        variants=[Variant("main", 3, "img", "s3://b", 2, 100)],
+        states=states,
+        generation=4,
+        url="http://m.ns.svc.cluster.local:8000",
+        selector="sel",
+        route=None,
+        rollout_in_flight=False,
+        now=NOW,
+        problems=problems,
+    )
+
+
+def cond(st: dict, type_: str) -> dict:
+    return next(c for c in st["conditions"] if c["type"] == type_)
+
+
+def test_ready_when_rolled_out() -> None:
+    st = status({"main": DeploymentState("m-main", "main", 2, 2, 2, 2, True, 3)})
+    assert cond(st, "Ready")["status"] == "True"
+    assert cond(st, "Progressing")["reason"] == "Complete"
+    assert st["observedGeneration"] == 4 and st["ready"] == "2/2" and st["version"] == 3
+
+
+def test_not_ready_says_why_with_the_pod_problem() -> None:
+    st = status(
+        {"main": DeploymentState("m-main", "main", 2, 1, 2, 1, True, 3)},
+        {"main": "pod m-main-x unschedulable: 0/3 nodes are available"},
+    )
+    ready = cond(st, "Ready")
+    assert ready["status"] == "False" and ready["reason"] == "RollingOut"
+    assert "main 1/2 ready (version 3): pod m-main-x unschedulable" in ready["message"]
+
+
+def test_stale_deployment_is_not_ready() -> None:
+    st = status({"main": DeploymentState("m-main", "main", 2, 2, 2, 2, False, 3)})
+    assert cond(st, "Ready")["status"] == "False"
+
+
+def test_transition_time_kept_while_status_unchanged() -> None:
+    c1 = set_condition([], "Ready", True, "Serving", "a", "t1")
+    c2 = set_condition(c1, "Ready", True, "Serving", "b", "t2")
+    c3 = set_condition(c2, "Ready", False, "RollingOut", "c", "t3")
+    assert c2[0]["lastTransitionTime"] == "t1" and c2[0]["message"] == "b"
+    assert c3[0]["lastTransitionTime"] == "t3"
+
+
+def test_pod_problems_reads_unschedulable_and_waiting_reasons() -> None:
+    pods = [
+        {
+            "metadata": {"name": "a", "labels": {"v": "main"}},
+            "status": {
+                "conditions": [
+                    {
+                        "type": "PodScheduled",
+                        "status": "False",
+                        "message": 'persistentvolumeclaim "x" not found',
+                    }
+                ]
+            },
+        },
+        {
+            "metadata": {"name": "b", "labels": {"v": "canary"}},
+            "status": {
+                "containerStatuses": [
+                    {
+                        "state": {
+                            "waiting": {"reason": "ImagePullBackOff", "message": "no such image"}
+                        }
+                    }
+                ]
+            },
+        },
+        {"metadata": {"name": "c", "labels": {"v": "other"}}, "status": {"phase": "Running"}},
+    ]
+    assert pod_problems(pods, "v") == {
+        "main": 'pod a unschedulable: persistentvolumeclaim "x" not found',
+        "canary": "pod b ImagePullBackOff: no such image",
+    }
