@@ -39,10 +39,10 @@ def model_repository(spec: InferenceServiceSpec, variant: Variant) -> str:
     """The --model-repository value Triton gets for this variant."""
     repo = variant.repository
     if repo.startswith("pvc://"):
-        _claim, _, path = repo[len("pvc://"):].partition("/")
+        _claim, _, path = repo[len("pvc://") :].partition("/")
         return f"{PVC_MOUNT}/{path}".rstrip("/") if path else PVC_MOUNT
     if repo.startswith("s3://") and spec.model.s3 and spec.model.s3.endpoint:
-        return f"s3://{s3_endpoint(spec.model.s3.endpoint)}/{repo[len('s3://'):]}"
+        return f"s3://{s3_endpoint(spec.model.s3.endpoint)}/{repo[len('s3://') :]}"
     return repo
 
 
@@ -61,7 +61,7 @@ def s3_endpoint(endpoint: str) -> str:
 def pvc_claim(repository: str) -> str | None:
     if not repository.startswith("pvc://"):
         return None
-    return repository[len("pvc://"):].partition("/")[0]
+    return repository[len("pvc://") :].partition("/")[0]
 
 
 def tritonserver_args(spec: InferenceServiceSpec, variant: Variant) -> list[str]:
