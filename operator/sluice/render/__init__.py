@@ -59,9 +59,13 @@ def _env() -> jinja2.Environment:
     return env
 
 
+# libyaml's loader when PyYAML was built with it: rendering parses every object.
+_Loader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def _render(template: str, **ctx: Any) -> dict[str, Any]:
     text = _env().get_template(template).render(**ctx)
-    obj = yaml.safe_load(text)
+    obj = yaml.load(text, Loader=_Loader)  # a safe loader (C or pure Python)
     assert isinstance(obj, dict)
     return obj
 

@@ -7,6 +7,7 @@ exactly as rendered against a real tritonserver.
 
 from __future__ import annotations
 
+from functools import cache
 from importlib import resources
 from typing import Any
 
@@ -31,6 +32,7 @@ PROBE_PERIOD = 10
 SUMMARY_QUANTILES = "0.5:0.05,0.9:0.01,0.95:0.001,0.99:0.001"
 
 
+@cache
 def launcher_source() -> str:
     return resources.files("sluice.render").joinpath("launcher.py").read_text()
 
