@@ -45,6 +45,14 @@ def test_not_ready_says_why_with_the_pod_problem() -> None:
     assert "main 1/2 ready (version 3): pod m-main-x unschedulable" in ready["message"]
 
 
+def test_not_ready_while_old_pods_remain() -> None:
+    # 2 updated and ready, but the surge pod of the old version is still there.
+    st = status({"main": DeploymentState("m-main", "main", 2, 3, 2, 3, True, 3, pods=3)})
+    assert cond(st, "Ready")["status"] == "False"
+    st = status({"main": DeploymentState("m-main", "main", 2, 2, 2, 2, True, 3, pods=2)})
+    assert cond(st, "Ready")["status"] == "True"
+
+
 def test_stale_deployment_is_not_ready() -> None:
     st = status({"main": DeploymentState("m-main", "main", 2, 2, 2, 2, False, 3)})
     assert cond(st, "Ready")["status"] == "False"

@@ -779,6 +779,9 @@ class VariantStatus:
 class Signals:
     """The latest observation of one variant from Prometheus."""
 
+    variant: str | None = spec_field(
+        "Variant name (in status.signals; omitted where the variant is implied).", default=None
+    )
     request_rate: float | None = spec_field("Requests per second.", default=None)
     error_rate: float | None = spec_field("Failed fraction of requests.", default=None)
     avg_latency_ms: float | None = spec_field("Mean latency, ms.", default=None)
@@ -825,8 +828,11 @@ class RolloutStatus:
     """Where a canary rollout is. Kept in status so a restarted operator continues."""
 
     phase: str = spec_field(
-        "Idle, Progressing, Promoting, Succeeded or RolledBack.",
-        enum=("Idle", "Progressing", "Promoting", "Succeeded", "RolledBack"),
+        "Idle (nothing to roll out), Progressing (the canary takes traffic through the "
+        "steps), Promoting (the main variant moves to the canary's revision, then takes "
+        "all traffic back), Succeeded, RollingBack (traffic is back on the stable variant; "
+        "the canary is removed next) or RolledBack.",
+        enum=("Idle", "Progressing", "Promoting", "Succeeded", "RollingBack", "RolledBack"),
         default="Idle",
     )
     stable: RevisionStatus | None = spec_field("What the main variant serves.", default=None)
@@ -858,6 +864,11 @@ class InferenceServiceStatus:
     )
     variants: tuple[VariantStatus, ...] = spec_field("Per-variant state.", default=())
     scaling: tuple[ScalingStatus, ...] = spec_field("Per-variant autoscaler decisions.", default=())
+    signals: tuple[Signals, ...] = spec_field(
+        "What Prometheus said about each variant, side by side (request rate, error rate, "
+        "latencies): the comparison of A/B variants and of a canary with its stable variant.",
+        default=(),
+    )
     rollout: RolloutStatus | None = spec_field("Canary rollout state.", default=None)
     spec_error: str | None = spec_field(
         "Why the spec cannot be served, when it cannot.", default=None

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 from ..api.v1alpha1 import CANARY_VARIANT, MAIN_VARIANT, InferenceServiceSpec
 from ..render.plan import Variant
 
-IN_FLIGHT = ("Progressing", "Promoting")
+# Phases in which a canary variant exists (RollingBack: its weight is already 0,
+# it is removed once the route no longer sends it traffic).
+IN_FLIGHT = ("Progressing", "Promoting", "RollingBack")
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,22 @@ def spec_revision(spec: InferenceServiceSpec) -> Revision:
     return Revision(version=spec.model.version, image=spec.triton.image)
 
 
+def main_revision(spec: InferenceServiceSpec, rollout: RolloutState) -> Revision:
+    """What the main variant serves.
+
+    With the Canary strategy the main variant stays on the stable revision until
+    promotion: a spec change waits for the control loop to start a canary, and a
+    rolled-back revision never reaches main. While promoting, main moves to the
+    canary's revision. Without a stable revision yet (first deploy) or with the
+    Rolling strategy, main serves the spec.
+    """
+    if spec.rollout.strategy != "Canary" or rollout.stable is None:
+        return spec_revision(spec)
+    if rollout.in_flight and rollout.promoted and rollout.canary is not None:
+        return rollout.canary
+    return rollout.stable
+
+
 def base_replicas(spec: InferenceServiceSpec, variant: str, observed: Observed) -> int:
     """Replicas of a variant from spec.replicas or, in Auto mode, the autoscaler."""
     wanted = spec.replicas
@@ -82,10 +100,9 @@ def plan(
     rollout = rollout or RolloutState()
     variants: list[Variant] = []
 
-    main_rev = spec_revision(spec)
-    if rollout.in_flight and not rollout.promoted:
-        assert rollout.stable is not None
-        main_rev = rollout.stable
+    if spec.rollout.strategy != "Canary":
+        rollout = RolloutState()  # Rolling: main follows the spec; no canary
+    main_rev = main_revision(spec, rollout)
     main_replicas = base_replicas(spec, MAIN_VARIANT, observed)
     variants.append(
         Variant(
@@ -100,8 +117,7 @@ def plan(
 
     if rollout.in_flight:
         assert rollout.canary is not None
-        # Sized for the share it is about to receive, before it receives it.
-        share = max(rollout.canary_weight, _next_step(spec, rollout.canary_weight))
+        share = canary_share(spec, rollout)
         scaled = observed.scaled.get(CANARY_VARIANT, 0)
         variants.append(
             Variant(
@@ -126,6 +142,12 @@ def plan(
             )
         )
     return route_weights(variants, observed.ready if observed.ready else None)
+
+
+def canary_share(spec: InferenceServiceSpec, rollout: RolloutState) -> int:
+    """The traffic percent the canary is sized for: the share it is about to
+    receive, before it receives it."""
+    return max(rollout.canary_weight, _next_step(spec, rollout.canary_weight))
 
 
 def _next_step(spec: InferenceServiceSpec, current: int) -> int:

@@ -27,13 +27,16 @@ class DeploymentState:
     available: int
     current: bool  # the Deployment controller has seen the latest spec
     version: int | None = None
+    pods: int | None = None  # status.replicas: old and new pods not yet terminated
 
     def rolled_out(self, wanted: int) -> bool:
+        """The latest spec runs on exactly ``wanted`` ready pods and no old pod is left."""
         return (
             self.current
             and self.replicas == wanted
             and self.updated >= wanted
             and self.ready >= wanted
+            and (self.pods is None or self.pods == wanted)
         )
 
 

@@ -24,6 +24,7 @@ def observe(live: Mapping[str, Any]) -> DeploymentState:
         available=int(st.get("availableReplicas") or 0),
         current=int(st.get("observedGeneration") or 0) >= int(md.get("generation") or 0),
         version=_int((md.get("labels") or {}).get(LABEL_VERSION)),
+        pods=int(st.get("replicas") or 0),
     )
 
 

@@ -1,0 +1,301 @@
+"""Signals: what Prometheus says about each variant, and what that is worth.
+
+Pure. The shell (:mod:`sluice.reconcile.prometheus`) sends the queries built
+here and hands back the raw answers; this module turns them into
+:class:`Reading` values keyed by ``(namespace, inferenceservice, variant)``.
+
+Every reading is exactly one of
+
+* a **value** (a finite number; zero traffic is the value ``0``),
+* **no data** (no series for the variant),
+* **not a number** (NaN or ±Inf, for example a latency over zero requests),
+* an **error** (Prometheus unreachable, the query rejected, an ambiguous answer).
+
+Only a value drives a decision. Nothing here ever turns a missing reading
+into a number (KEDA turned null into 0 and scaled fleets to their minimum at
+peak: kedacore/keda#3065).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+REQUEST_RATE = "requestRate"
+ERROR_RATE = "errorRate"
+AVG_LATENCY = "avgLatencyMs"
+QUEUE_TIME = "queueTimeMs"
+P95_LATENCY = "p95LatencyMs"
+P99_LATENCY = "p99LatencyMs"
+SIGNALS = (REQUEST_RATE, ERROR_RATE, AVG_LATENCY, QUEUE_TIME, P95_LATENCY, P99_LATENCY)
+
+# The labels every result is grouped by. Pods carry them as sluice.dev/* labels;
+# the PodMonitor (or a plain Prometheus's relabelling) copies them onto each series.
+GROUP_LABELS = ("namespace", "inferenceservice", "variant")
+_BY = "sum by (namespace, inferenceservice, variant)"
+_MAX_BY = "max by (namespace, inferenceservice, variant)"
+
+
+def _rate(metric: str) -> str:
+    return f"{_BY} (rate({metric}{{{{selector}}}}[{{window}}]))"
+
+
+_SUCCESS = _rate("nv_inference_request_success")
+_FAILURE = _rate("nv_inference_request_failure")
+_SUMMARY = "nv_inference_request_summary_us"
+
+# Built-in PromQL templates over Triton's own metrics. ``{selector}`` becomes
+# label matchers (without braces) and ``{window}`` the rate window; the
+# placeholders are replaced textually, never with str.format, because PromQL
+# is full of braces.
+BUILTIN_QUERIES: dict[str, str] = {
+    # Successful plus failed requests per second. `or` keeps the variant when a
+    # Triton build exports no failure series yet.
+    REQUEST_RATE: f"({_SUCCESS} + {_FAILURE}) or {_SUCCESS}",
+    # Failed fraction of requests: NaN (not a value) when there were no requests.
+    ERROR_RATE: f"{_FAILURE} / ({_SUCCESS} + {_FAILURE})",
+    # Mean end-to-end server latency: total duration over successful requests.
+    AVG_LATENCY: f"{_rate('nv_inference_request_duration_us')} / {_SUCCESS} / 1000",
+    # Mean time a request waited in Triton's scheduler queue.
+    QUEUE_TIME: f"{_rate('nv_inference_queue_duration_us')} / {_SUCCESS} / 1000",
+    # Tail latency. Triton's summary quantiles are computed per process over a
+    # sliding window (about 60 s) and cannot be averaged across pods; the bound
+    # used is the worst pod of the variant (max over pods). `max` skips pods
+    # whose quantile is NaN (no requests in their window).
+    P95_LATENCY: f'{_MAX_BY} ({_SUMMARY}{{{{selector}},quantile="0.95"}}) / 1000',
+    P99_LATENCY: f'{_MAX_BY} ({_SUMMARY}{{{{selector}},quantile="0.99"}}) / 1000',
+}
+
+Key = tuple[str, str, str]  # (namespace, inferenceservice, variant)
+Kind = Literal["value", "nodata", "nan", "error"]
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One signal of one variant: a value, or why there is none."""
+
+    kind: Kind
+    value: float | None = None
+    why: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return self.kind == "value"
+
+    def num(self) -> float:
+        """The value; only call when :attr:`ok`."""
+        assert self.kind == "value" and self.value is not None
+        return self.value
+
+    def describe(self) -> str:
+        if self.ok:
+            return f"{self.num():g}"
+        return {"nodata": "no data", "nan": "not a number", "error": "error"}[self.kind] + (
+            f" ({self.why})" if self.why else ""
+        )
+
+
+def value(x: float) -> Reading:
+    return Reading("value", float(x))
+
+
+def no_data(why: str = "") -> Reading:
+    return Reading("nodata", None, why)
+
+
+def not_a_number(why: str = "") -> Reading:
+    return Reading("nan", None, why)
+
+
+def error(why: str) -> Reading:
+    return Reading("error", None, why)
+
+
+def parse_sample(raw: Any) -> Reading:
+    """A Prometheus sample value ("1.5", "NaN", "+Inf") as a reading."""
+    try:
+        x = float(raw)
+    except (TypeError, ValueError):
+        return error(f"unparseable sample value {raw!r}")
+    if math.isnan(x):
+        return not_a_number("NaN")
+    if math.isinf(x):
+        return not_a_number("+Inf" if x > 0 else "-Inf")
+    return value(x)
+
+
+# ----------------------------------------------------------------- selectors
+
+
+def _quote(v: str) -> str:
+    return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def fleet_selector(namespaces: Sequence[str] = ()) -> str:
+    """Matchers for every InferenceService the operator watches."""
+    parts = ['inferenceservice!=""']
+    if namespaces:
+        alts = "|".join(_regex_escape(n) for n in sorted(set(namespaces)))
+        parts.append(f"namespace=~{_quote(alts)}")
+    return ",".join(parts)
+
+
+def service_selector(namespace: str, name: str) -> str:
+    """Matchers for one InferenceService (for its custom query templates)."""
+    return f"namespace={_quote(namespace)},inferenceservice={_quote(name)}"
+
+
+def _regex_escape(s: str) -> str:
+    # Namespace names are DNS labels; escape anything else defensively.
+    return "".join(c if c.isalnum() or c == "-" else "\\\\" + c for c in s)
+
+
+def render_query(template: str, selector: str, window: str) -> str:
+    return template.replace("{selector}", selector).replace("{window}", window)
+
+
+def queries_for(custom: Mapping[str, str], selector: str, window: str) -> dict[str, str]:
+    """The per-service queries: only the signals with a custom template."""
+    return {s: render_query(t, selector, window) for s, t in custom.items() if s in SIGNALS}
+
+
+def fleet_queries(namespaces: Sequence[str], window: str) -> dict[str, str]:
+    """One query per signal for every InferenceService together."""
+    sel = fleet_selector(namespaces)
+    return {s: render_query(t, sel, window) for s, t in BUILTIN_QUERIES.items()}
+
+
+# ------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class QueryAnswer:
+    """What the shell got for one query: a vector result, or why not."""
+
+    result: tuple[Mapping[str, Any], ...] | None = None  # [{"metric": {...}, "value": [t, v]}]
+    error: str | None = None
+
+
+def group(answer: QueryAnswer) -> dict[Key, Reading] | Reading:
+    """A query's readings per variant, or one error reading for all of them."""
+    if answer.error is not None:
+        return error(answer.error)
+    out: dict[Key, Reading] = {}
+    counts: dict[Key, int] = {}
+    for item in answer.result or ():
+        if not isinstance(item, Mapping) or "metric" not in item or "value" not in item:
+            return error("the query did not return an instant vector")
+        labels = item["metric"] or {}
+        key = (
+            str(labels.get("namespace", "")),
+            str(labels.get("inferenceservice", "")),
+            str(labels.get("variant", "")),
+        )
+        if not all(key):
+            continue  # not attributable to a variant: ignored
+        counts[key] = counts.get(key, 0) + 1
+        v = item["value"]
+        out[key] = parse_sample(v[1] if isinstance(v, Sequence) and len(v) == 2 else None)
+    for key, n in counts.items():
+        if n > 1:
+            out[key] = error(
+                f"{n} series for one variant: aggregate by (namespace, inferenceservice, variant)"
+            )
+    return out
+
+
+@dataclass(frozen=True)
+class Observations:
+    """Every reading of a control cycle, with what to say when one is absent."""
+
+    by_signal: Mapping[str, dict[Key, Reading] | Reading]
+
+    def reading(self, key: Key, signal: str) -> Reading:
+        got = self.by_signal.get(signal)
+        if got is None:
+            return error("not queried")
+        if isinstance(got, Reading):
+            return got
+        r = got.get(key)
+        if r is None:
+            return no_data(f"no series for variant {key[2]}")
+        return r
+
+    def variant(self, key: Key) -> dict[str, Reading]:
+        return {s: self.reading(key, s) for s in SIGNALS}
+
+
+def merge(base: Observations, override: Mapping[str, dict[Key, Reading] | Reading]) -> Observations:
+    """``base`` with the signals of ``override`` replaced (custom per-service queries)."""
+    return Observations({**base.by_signal, **override})
+
+
+# -------------------------------------------------------------------- status
+
+_STATUS_FIELDS = {
+    REQUEST_RATE: "requestRate",
+    ERROR_RATE: "errorRate",
+    AVG_LATENCY: "avgLatencyMs",
+    QUEUE_TIME: "queueTimeMs",
+    P95_LATENCY: "p95LatencyMs",
+    P99_LATENCY: "p99LatencyMs",
+}
+
+
+def _round(x: float) -> float:
+    if x == 0 or not math.isfinite(x):
+        return x
+    digits = max(0, 3 - math.floor(math.log10(abs(x))))
+    return round(x, digits)
+
+
+def to_status(
+    readings: Mapping[str, Reading], observed_at: str, variant: str | None = None
+) -> dict[str, Any]:
+    """A status ``Signals`` object: the values, and each missing signal with why."""
+    out: dict[str, Any] = {}
+    if variant is not None:
+        out["variant"] = variant
+    missing: list[str] = []
+    for s in SIGNALS:
+        r = readings.get(s)
+        if r is None:
+            continue
+        if r.ok:
+            out[_STATUS_FIELDS[s]] = _round(r.num())
+        else:
+            missing.append(f"{s}: {r.describe()}")
+    if missing:
+        out["missing"] = missing
+    out["observedAt"] = observed_at
+    return out
+
+
+def describe_missing(items: Iterable[tuple[str, str, Reading]]) -> str:
+    """'main p99LatencyMs: no data (...)' lines joined, for conditions and events."""
+    return "; ".join(f"{variant} {signal}: {r.describe()}" for variant, signal, r in items)
+
+
+# ---------------------------------------------------------------------- time
+
+
+def format_time(t: float) -> str:
+    """Epoch seconds as RFC 3339 UTC with milliseconds (status timestamps)."""
+    d = dt.datetime.fromtimestamp(t, dt.UTC)
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+
+
+def parse_time(s: Any) -> float | None:
+    """RFC 3339 (as written by :func:`format_time` or Kubernetes) to epoch seconds."""
+    if not isinstance(s, str) or not s:
+        return None
+    try:
+        d = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=dt.UTC)
+    return d.timestamp()

@@ -1,0 +1,234 @@
+"""Metric-gated canary rollouts with real parts.
+
+Two real tritonservers stand in for the pods of the main (stable) and canary
+variants; a real Prometheus scrapes both with PodMonitor labels; the load
+generator reads the HTTPRoute's weights from the cluster and sends each
+variant that share of its requests; the real operator runs the rollout.
+
+(2) A canary whose model is slow is rolled back: weight back to stable, the
+    canary removed, the HTTPRoute on stable only, and status and Events say why.
+(3) A good canary is promoted through every step; the old variant is gone and
+    main serves the new version. Halfway, Prometheus is stopped: the weight
+    holds and MetricsAvailable says why (4); then the operator itself is
+    restarted; once Prometheus is back the new operator process resumes the
+    rollout from status.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.support.fleet import ClusterView, Fleet, control_operator, isvc_manifest
+from tests.support.kube import Kubectl, temp_namespace
+from tests.support.load import Load, RouteWeights
+from tests.support.prometheus import PrometheusServer
+from tests.support.wait import never, until
+
+NAME = "m"
+MAIN_SVC, CANARY_SVC = f"{NAME}-main", f"{NAME}-canary"
+INTERVAL_S = 3
+ROLLOUT: dict[str, Any] = {
+    "strategy": "Canary",
+    "steps": [20, 50],
+    "interval": f"{INTERVAL_S}s",
+    "analysis": {
+        "maxLatencyRatio": 2.5,
+        "maxErrorRate": 0.05,
+        "minRequestRate": 1,
+        "failureThreshold": 3,
+        "progressDeadline": "3m",
+    },
+}
+ROUTER = {"gateway": {"name": "inference-gw"}}
+RATE = 20.0  # requests per second in total, split by the route's weights
+
+
+@pytest.fixture(scope="module")
+def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
+    server = PrometheusServer(tmp_path_factory.mktemp("prometheus")).start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def ns(kubectl: Kubectl, crds: None) -> Iterator[str]:
+    with temp_namespace(kubectl, "canary") as name:
+        yield name
+
+
+@pytest.fixture
+def fleet(tmp_path: Path, prometheus: PrometheusServer) -> Iterator[Fleet]:
+    f = Fleet(tmp_path)
+    try:
+        yield f
+    finally:
+        prometheus.set_targets([])
+        f.stop()
+
+
+def stable_service(
+    kubectl: Kubectl, ns: str, fleet: Fleet, prometheus: PrometheusServer, canary_sleep_ms: float
+) -> ClusterView:
+    """Version 1 deployed and stable; stand-ins for main (v1) and the coming canary (v2)."""
+    fleet.start("main", version=1, sleep_ms=20)
+    fleet.start("canary", version=2, sleep_ms=canary_sleep_ms)
+    prometheus.set_targets(fleet.targets(ns, NAME))
+    kubectl.apply(isvc_manifest(ns, NAME, 1, replicas=2, router=ROUTER, rollout=ROLLOUT))
+    return ClusterView(kubectl, ns, NAME)
+
+
+def wait_stable_v1(view: ClusterView) -> None:
+    until(
+        lambda: (
+            (r := view.rollout()).get("phase") == "Idle"
+            and r.get("stable", {}).get("version") == 1
+            and view.condition("Ready").get("status") == "True"
+            and view.route_weights() == {MAIN_SVC: 100}
+        ),
+        60,
+        "version 1 stable, Ready, all traffic on main",
+    )
+
+
+def canary_weights(history: list[dict[str, int]]) -> list[int]:
+    """The canary's weight each time the route changed (absent: -1), deduplicated."""
+    out: list[int] = []
+    for w in history:
+        x = w.get(CANARY_SVC, -1)
+        if not out or out[-1] != x:
+            out.append(x)
+    return out
+
+
+def test_slow_canary_is_rolled_back(
+    kubectl: Kubectl, kubeconfig: Path, ns: str, fleet: Fleet, prometheus: PrometheusServer
+) -> None:
+    view = stable_service(kubectl, ns, fleet, prometheus, canary_sleep_ms=120)
+    servers = {v: s.url for v, s in fleet.servers.items()}
+    with (
+        control_operator(kubeconfig, ns, prometheus.url, fleet.dir),
+        RouteWeights(kubeconfig, ns, NAME) as weights,
+        Load(NAME, servers, weights, concurrency=4, rate=RATE) as load,
+    ):
+        wait_stable_v1(view)
+        view.patch_spec({"model": {"version": 2}})
+        until(lambda: view.rollout().get("canaryWeight") == 20, 60, "the canary to get 20%")
+        rolled = until(
+            lambda: (r := view.rollout()).get("phase") == "RolledBack" and r,
+            90,
+            "the slow canary to be rolled back",
+        )
+        # Weight back to stable, the canary removed, stable untouched.
+        # (as the load generator sees the route: it is what the traffic followed)
+        until(lambda: weights.weights == {MAIN_SVC: 100}, 30, "route on stable only")
+        until(lambda: view.deployment("canary") is None, 60, "the canary Deployment removed")
+        main = view.deployment("main")
+        assert main is not None
+        assert main["metadata"]["labels"]["sluice.dev/model-version"] == "1"
+
+        # Traffic followed the weights: the canary got its share, then nothing.
+        after = load.snapshot()
+        assert after.get("canary", 0) > 0
+        until(
+            lambda: load.snapshot().get("main", 0) > after.get("main", 0) + 40,
+            30,
+            "more requests after the rollback",
+        )
+        assert load.snapshot().get("canary", 0) == after.get("canary", 0)
+    # Added without weight, given 20%, never more; weight 0 before it was removed.
+    assert canary_weights(weights.history) == [-1, 0, 20, 0, -1]
+
+    # Status and Events say why.
+    assert rolled["failedChecks"] == 3 and rolled["canaryWeight"] == 0
+    assert rolled["stable"]["version"] == 1 and rolled["canary"]["version"] == 2
+    assert "p99LatencyMs" in rolled["message"] and "x stable" in rolled["message"]
+    cond = view.condition("Canary")
+    assert cond["status"] == "False" and cond["reason"] == "RolledBack"
+    assert len(view.events("CanaryCheckFailed")) == 2
+    assert view.events("CanaryRollingBack") and view.events("CanaryRolledBack")
+    # Not retried while the spec still asks for the failed version.
+    never(
+        lambda: view.rollout().get("phase") != "RolledBack",
+        3,
+        "the failed version was retried",
+    )
+
+
+def test_good_canary_is_promoted_through_every_step_across_an_outage_and_a_restart(
+    kubectl: Kubectl, kubeconfig: Path, ns: str, fleet: Fleet, prometheus: PrometheusServer
+) -> None:
+    view = stable_service(kubectl, ns, fleet, prometheus, canary_sleep_ms=20)
+    servers = {v: s.url for v, s in fleet.servers.items()}
+    try:
+        with (
+            RouteWeights(kubeconfig, ns, NAME) as weights,
+            Load(NAME, servers, weights, concurrency=4, rate=RATE) as load,
+        ):
+            with control_operator(kubeconfig, ns, prometheus.url, fleet.dir):
+                wait_stable_v1(view)
+                view.patch_spec({"model": {"version": 2}})
+                until(lambda: view.rollout().get("canaryWeight") == 20, 60, "the canary at 20%")
+
+                # Prometheus goes away during the step: the weight must not move.
+                prometheus.stop()
+                cond = until(
+                    lambda: (
+                        (c := view.condition("MetricsAvailable")).get("reason") == "QueryFailed"
+                        and c.get("status") == "False"
+                        and c
+                    ),
+                    30,
+                    "MetricsAvailable=False because Prometheus cannot be queried",
+                )
+                assert cond["reason"] == "QueryFailed" and "unreachable" in cond["message"]
+                # (Prometheus answered until it stopped: the step may just have moved.)
+                held = view.rollout()["canaryWeight"]
+                assert held in (20, 50)
+                never(
+                    lambda: (
+                        view.rollout().get("canaryWeight") != held
+                        or view.route_weights() != {MAIN_SVC: 100 - held, CANARY_SVC: held}
+                    ),
+                    3 * INTERVAL_S,
+                    "the canary weight moved without metrics",
+                )
+                r = view.rollout()
+                assert r["phase"] == "Progressing" and r["failedChecks"] == 0
+                assert "inconclusive" in r["message"] and "unreachable" in r["message"]
+            # The operator stops mid-rollout; Prometheus comes back; a new operator
+            # process continues from status.rollout (it does not start over).
+            prometheus.start()
+            with control_operator(kubeconfig, ns, prometheus.url, fleet.dir):
+                done = until(
+                    lambda: (r := view.rollout()).get("phase") == "Succeeded" and r,
+                    120,
+                    "the canary to be promoted",
+                )
+                # (as the load generator sees the route: it is what the traffic followed)
+                until(lambda: weights.weights == {MAIN_SVC: 100}, 30, "route on main only")
+                until(lambda: view.deployment("canary") is None, 60, "the old canary removed")
+                assert load.snapshot().get("canary", 0) > 0
+    finally:
+        if not prometheus.running():
+            prometheus.start()
+
+    assert done["stable"]["version"] == 2 and "canary" not in done
+    main = view.deployment("main")
+    assert main is not None
+    assert main["metadata"]["labels"]["sluice.dev/model-version"] == "2"
+    # Every step, in order; the weight left the canary before the canary left.
+    assert canary_weights(weights.history) == [-1, 0, 20, 50, 0, -1]
+    moves = [e["message"] for e in view.events("CanaryWeight")]
+    assert any("0% -> 20%" in m for m in moves) and any("20% -> 50%" in m for m in moves)
+    assert any("50% -> 0%" in m for m in moves)
+    assert view.events("CanaryPromoting") and view.events("CanaryPromoted")
+    assert len(view.events("CanaryStarted")) == 1  # the restart did not start over
+    assert not view.events("CanaryCheckFailed") or done["failedChecks"] < 3
+    assert view.condition("Canary")["status"] == "True"
+    assert view.condition("MetricsAvailable")["status"] == "True"
