@@ -4,7 +4,7 @@ PY ?= .venv/bin/python
 VENV_STAMP := .venv/.installed
 export KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 
-.PHONY: help venv deps bins cluster-up cluster-down demo demo-down test test-unit test-integration lint typecheck crds check-crds render bench clean
+.PHONY: help venv deps bins cluster-up cluster-down demo demo-down test test-unit test-integration lint crds manifests bench clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -41,8 +41,12 @@ lint: $(VENV_STAMP) ## ruff, mypy on the pure core, import-linter layer contract
 	.venv/bin/mypy
 	.venv/bin/lint-imports
 
-crds: $(VENV_STAMP) ## regenerate crds/ from the spec types
+crds: $(VENV_STAMP) ## regenerate crds/ from the spec types, and what is derived from them
 	.venv/bin/sluice crd > crds/sluice.dev_inferenceservices.yaml
+	hack/gen-install.sh
+
+manifests: $(VENV_STAMP) ## sync the chart's CRDs, regenerate manifests/install.yaml and the Argo CD patch
+	hack/gen-install.sh
 
 test-unit: $(VENV_STAMP)
 	$(PY) -m pytest tests/unit -q

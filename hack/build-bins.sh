@@ -124,6 +124,16 @@ go_install() { # name version package [ldflags]
   rm -rf "$BIN/$name-$v"; mv "$BIN/$name-$v.tmp" "$BIN/$name-$v"
 }
 
+# Helm's built-in default Kubernetes version (for `helm template` and lint
+# without a cluster) is 1.20 unless stamped; stamp the version we run.
+helm_kube_ldflags() {
+  local minor=${KUBE_VERSION#v1.}; minor=${minor%%.*}
+  local p
+  for p in helm.sh/helm/v3/pkg/chartutil helm.sh/helm/v3/pkg/lint/rules; do
+    printf -- '-X %s.k8sVersionMajor=1 -X %s.k8sVersionMinor=%s ' "$p" "$p" "$minor"
+  done
+}
+
 build_kwok() {
   go_install kwok "$KWOK_VERSION" sigs.k8s.io/kwok/cmd/kwok
   # The kwok binary does nothing without Stage definitions. Use the ones the
@@ -143,7 +153,7 @@ build_kwok() {
 }
 build_helm() {
   go_install helm "$HELM_VERSION" helm.sh/helm/v3/cmd/helm \
-    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+    "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION -X helm.sh/helm/v3/internal/version.gitTreeState=clean $(helm_kube_ldflags)"
 }
 
 # The Gateway API CRDs (standard channel) from the sigs.k8s.io/gateway-api

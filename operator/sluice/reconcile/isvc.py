@@ -8,6 +8,7 @@ from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
+from .. import observability
 from ..api.schema import SpecError
 from ..api.v1alpha1 import API_VERSION, KIND, check_name, parse_spec
 from ..policy import readiness
@@ -36,7 +37,7 @@ class Reconciler:
         return self.kube.get(API_VERSION, KIND, namespace, name)
 
     def reconcile(self, namespace: str, name: str) -> None:
-        with self.lock(namespace, name):
+        with self.lock(namespace, name), observability.reconciling():
             obj = self.get(namespace, name)
             if obj is None or obj["metadata"].get("deletionTimestamp"):
                 return  # owner references let the garbage collector remove children

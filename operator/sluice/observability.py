@@ -1,0 +1,130 @@
+"""The operator's own metrics, served on ``--metrics-port`` at ``/metrics``.
+
+Label values come from small fixed sets, never from object names, so the
+series count stays bounded however many InferenceServices there are. The
+call sites:
+
+- :func:`reconciling` wraps every reconcile of one InferenceService
+  (reconcile/isvc.py): ``sluice_reconciles_total{result}`` and
+  ``sluice_reconcile_duration_seconds``.
+- :func:`decision` counts what the control loop decided
+  (``sluice_decisions_total{kind}``), e.g. ``scale_up``, ``scale_down``,
+  ``canary_step``, ``promote``, ``rollback``.
+- :func:`query_error` counts failed Prometheus queries per signal
+  (``sluice_prometheus_query_errors_total{signal}``), e.g. ``latency``,
+  ``rate``, ``errors``.
+- :func:`set_leader` says whether this process holds the leader Lease
+  (``sluice_leader``): 1 on the replica that acts, 0 on a standby.
+
+The dashboard in helm/sluice/dashboards/ queries exactly these names; a test
+keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, Info, start_http_server
+
+from . import __version__
+
+_LABEL_VALUE = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+RECONCILES = Counter(
+    "sluice_reconciles",
+    "Reconciles of one InferenceService, by result (ok or error).",
+    ["result"],
+)
+RECONCILE_SECONDS = Histogram(
+    "sluice_reconcile_duration_seconds",
+    "Wall time of one reconcile of one InferenceService.",
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0),
+)
+DECISIONS = Counter(
+    "sluice_decisions",
+    "Decisions of the control loop, by kind (scale_up, scale_down, canary_step, promote, "
+    "rollback, ...).",
+    ["kind"],
+)
+QUERY_ERRORS = Counter(
+    "sluice_prometheus_query_errors",
+    "Prometheus queries that failed or gave no usable value, by signal.",
+    ["signal"],
+)
+LEADER = Gauge(
+    "sluice_leader",
+    "1 while this process holds the leader Lease (or runs standalone), 0 on a standby.",
+)
+BUILD = Info("sluice_build", "Version of the running operator.")
+BUILD.info({"version": __version__})
+
+# Every metric family this module exports, as Prometheus names it on /metrics.
+METRIC_NAMES = (
+    "sluice_reconciles_total",
+    "sluice_reconcile_duration_seconds",
+    "sluice_decisions_total",
+    "sluice_prometheus_query_errors_total",
+    "sluice_leader",
+    "sluice_build_info",
+)
+
+
+def _checked(value: str, what: str) -> str:
+    if not _LABEL_VALUE.match(value):
+        raise ValueError(f"{what} must be a short snake_case word, got {value!r}")
+    return value
+
+
+@contextmanager
+def reconciling() -> Iterator[None]:
+    """Time one reconcile and count it: ``error`` when it raises, else ``ok``."""
+    start = time.perf_counter()
+    result = "error"
+    try:
+        yield
+        result = "ok"
+    finally:
+        RECONCILE_SECONDS.observe(time.perf_counter() - start)
+        RECONCILES.labels(result=result).inc()
+
+
+def decision(kind: str) -> None:
+    """Count one control decision, e.g. ``decision("scale_up")``."""
+    DECISIONS.labels(kind=_checked(kind, "decision kind")).inc()
+
+
+def query_error(signal: str) -> None:
+    """Count one failed Prometheus query, e.g. ``query_error("latency")``."""
+    QUERY_ERRORS.labels(signal=_checked(signal, "signal")).inc()
+
+
+def set_leader(leading: bool) -> None:
+    LEADER.set(1 if leading else 0)
+
+
+class MetricsServer:
+    """The /metrics endpoint in a daemon thread; ``close()`` frees the port."""
+
+    def __init__(self, port: int, addr: str = "0.0.0.0") -> None:
+        self._server: Any
+        self._thread: threading.Thread
+        self._server, self._thread = start_http_server(port, addr=addr, registry=REGISTRY)
+
+    @property
+    def port(self) -> int:
+        return int(self._server.server_address[1])
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
+
+
+def serve(port: int) -> MetricsServer | None:
+    """Start the metrics endpoint on ``port``; None when ``port`` is 0 (off)."""
+    return MetricsServer(port) if port else None
