@@ -93,6 +93,11 @@ def reconciling() -> Iterator[None]:
         RECONCILES.labels(result=result).inc()
 
 
+def snake(name: str) -> str:
+    """``ScaledUp`` -> ``scaled_up``, ``p99LatencyMs`` -> ``p99_latency_ms``."""
+    return re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", name).lower()
+
+
 def decision(kind: str) -> None:
     """Count one control decision, e.g. ``decision("scale_up")``."""
     DECISIONS.labels(kind=_checked(kind, "decision kind")).inc()

@@ -25,6 +25,7 @@ from tests.support.fleet import ClusterView, Fleet, control_operator, isvc_manif
 from tests.support.kube import Kubectl, temp_namespace
 from tests.support.load import Load
 from tests.support.prometheus import PrometheusServer
+from tests.support.triton import free_port
 from tests.support.wait import never, until
 
 NAME = "m"
@@ -75,6 +76,18 @@ def scaled_service(
     return ClusterView(kubectl, ns, NAME)
 
 
+def operator_metric(port: int, name: str, labels: str) -> float:
+    """A counter of the operator's own /metrics, 0 when the series does not exist yet."""
+    import urllib.request
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{") and labels in line:
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
 def wait_idle_at_min(view: ClusterView) -> None:
     """Metrics flow, the service is idle at minReplicas and says so."""
     until(
@@ -93,7 +106,8 @@ def test_tail_latency_over_target_scales_up_and_idle_scales_back_down(
 ) -> None:
     view = scaled_service(kubectl, ns, fleet, prometheus)
     main = fleet.servers["main"]
-    with control_operator(kubeconfig, ns, prometheus.url, fleet.dir):
+    port = free_port()
+    with control_operator(kubeconfig, ns, prometheus.url, fleet.dir, metrics_port=port):
         wait_idle_at_min(view)
         seen: list[int] = []
 
@@ -115,6 +129,9 @@ def test_tail_latency_over_target_scales_up_and_idle_scales_back_down(
         assert decision["reason"].split(":")[0] in ("ScaleUp", "AtMaxReplicas", "WarmingUp")
         ups = view.events("ScaledUp")
         assert len(ups) >= 2 and all("p99LatencyMs" in e["message"] for e in ups)
+        # The operator's own metrics count the decisions it explained.
+        scaled_up = operator_metric(port, "sluice_decisions_total", 'kind="scaled_up"')
+        assert scaled_up >= 2
 
         # Load stopped: request rate 0 is a value (idle), down after stabilisation.
         until(lambda: at(1), 90, "replicas to fall back to minReplicas")
@@ -132,8 +149,9 @@ def test_prometheus_outage_freezes_replicas_and_control_resumes(
 ) -> None:
     view = scaled_service(kubectl, ns, fleet, prometheus)
     main = fleet.servers["main"]
+    port = free_port()
     try:
-        with control_operator(kubeconfig, ns, prometheus.url, fleet.dir):
+        with control_operator(kubeconfig, ns, prometheus.url, fleet.dir, metrics_port=port):
             wait_idle_at_min(view)
             with Load(NAME, {"main": main.url}, concurrency=4):
                 until(lambda: view.replicas() == 3, 90, "replicas at maxReplicas under load")
@@ -158,6 +176,10 @@ def test_prometheus_outage_freezes_replicas_and_control_resumes(
             )
             assert view.scaling()["reason"].startswith("MetricsUnavailable")
             assert view.events("MetricsUnavailable")
+            errors = operator_metric(
+                port, "sluice_prometheus_query_errors_total", 'signal="request_rate"'
+            )
+            assert errors >= 3
 
             prometheus.start()
             until(

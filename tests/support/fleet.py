@@ -233,7 +233,11 @@ class ClusterView:
 
 @contextmanager
 def control_operator(
-    kubeconfig: Path, namespace: str, prometheus_url: str, log_dir: Path
+    kubeconfig: Path,
+    namespace: str,
+    prometheus_url: str,
+    log_dir: Path,
+    metrics_port: int = 0,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`sluice run` for one namespace with short windows: control every second, a
     5 s rate window (Prometheus scrapes every second), signals refreshed every 2 s."""
@@ -248,6 +252,8 @@ def control_operator(
             prometheus_url,
             "--query-timeout",
             "3",
+            "--metrics-port",  # the last one given wins over running_operator's 0
+            str(metrics_port),
             control_interval=1.0,
             log_path=log_dir / f"operator-{namespace}.log",
         ) as proc:

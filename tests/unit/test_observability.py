@@ -65,3 +65,12 @@ def test_metrics_endpoint_serves_and_frees_its_port() -> None:
         observability.set_leader(False)
         server.close()
     assert http_get(f"http://127.0.0.1:{port}/metrics")[0] == 0
+
+
+def test_snake_case_names_for_labels() -> None:
+    from sluice import observability
+
+    assert observability.snake("ScaledUp") == "scaled_up"
+    assert observability.snake("CanaryStarted") == "canary_started"
+    assert observability.snake("p99LatencyMs") == "p99_latency_ms"
+    assert observability.snake("errorRate") == "error_rate"

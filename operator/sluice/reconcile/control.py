@@ -29,6 +29,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import observability
 from ..api.schema import SpecError
 from ..api.v1alpha1 import (
     API_VERSION,
@@ -189,6 +190,10 @@ class Controller:
             ).items():
                 queries[f"{ns}/{name}/{signal}"] = q
         answers = self.prom.query_all(queries)
+        for key, answer in answers.items():
+            if answer.error is not None:
+                signal = key.rsplit("/", 1)[-1]
+                observability.query_error(observability.snake(signal))
         base = sig.Observations({s: sig.group(answers[f"fleet/{s}"]) for s in sig.SIGNALS})
         out: dict[tuple[str, str], sig.Observations] = {}
         for o, s in users:
@@ -259,6 +264,7 @@ class Controller:
             for e in events:
                 log.info("%s/%s %s: %s", ns, name, e.reason, e.message)
                 self.kube.event(obj, e.type, e.reason, e.message)
+                observability.decision(observability.snake(e.reason))
 
     # --------------------------------------------------------------- deciding
 
