@@ -7,7 +7,7 @@ import platform
 import time
 from pathlib import Path
 
-from tests.bench import reconcile_bench, render_bench
+from tests.bench import prometheus_bench, reconcile_bench, render_bench
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "bench"
 
@@ -19,6 +19,7 @@ def main() -> int:
         "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "render": render_bench.run(OUT),
         "reconcile": reconcile_bench.run(OUT),
+        "prometheus": prometheus_bench.run(OUT),
     }
     (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
