@@ -29,7 +29,7 @@ cluster-up: ## start (or reuse) the local cluster; prints export KUBECONFIG=...
 cluster-down: ## stop every process of the local cluster
 	@python3 hack/localcluster.py down
 
-demo: $(VENV_STAMP) ## the main job: cluster, CRD, operator, samples applied and Ready
+demo: deps $(VENV_STAMP) ## the main job: cluster, CRD, operator, samples applied and Ready
 	$(PY) hack/demo.py up
 
 demo-down: ## stop the demo's operator and the cluster
@@ -54,10 +54,10 @@ test-unit: $(VENV_STAMP)
 test-integration: $(VENV_STAMP) bins
 	$(PY) -m pytest tests/integration -q
 
-test: $(VENV_STAMP) bins lint ## the test command: lint, unit and integration tests on real parts
+test: deps $(VENV_STAMP) bins lint ## the test command: lint, unit and integration tests on real parts
 	$(PY) -m pytest tests -q
 
-bench: $(VENV_STAMP) bins ## benchmarks; results in docs/bench/
+bench: deps $(VENV_STAMP) bins ## benchmarks; results in docs/bench/ (summary: docs/bench/README.md)
 	$(PY) -m tests.bench
 
 clean: cluster-down
