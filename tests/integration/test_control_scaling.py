@@ -41,29 +41,10 @@ SCALING: dict[str, Any] = {
 }
 
 
-@pytest.fixture(scope="module")
-def prometheus(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PrometheusServer]:
-    server = PrometheusServer(tmp_path_factory.mktemp("prometheus")).start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
 @pytest.fixture
 def ns(kubectl: Kubectl, crds: None) -> Iterator[str]:
     with temp_namespace(kubectl, "control") as name:
         yield name
-
-
-@pytest.fixture
-def fleet(tmp_path: Path, prometheus: PrometheusServer) -> Iterator[Fleet]:
-    f = Fleet(tmp_path)
-    try:
-        yield f
-    finally:
-        prometheus.set_targets([])
-        f.stop()
 
 
 def scaled_service(
