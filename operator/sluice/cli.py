@@ -39,12 +39,24 @@ def _cmd_run(args: argparse.Namespace) -> int:
         prometheus_token_file=args.prometheus_token_file,
         prometheus_ca_file=args.prometheus_ca_file,
         query_timeout=args.query_timeout,
+        rate_window=args.rate_window,
+        signals_refresh=args.signals_refresh,
         control_interval=args.control_interval,
         metrics_port=args.metrics_port,
         health_port=args.health_port,
         log_level=args.log_level,
         standalone=args.standalone,
     )
+
+
+def _duration(text: str) -> str:
+    import re
+
+    from .api.v1alpha1 import DURATION
+
+    if not re.fullmatch(DURATION, text):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 30s, 1m or 1m30s")
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -77,6 +89,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--prometheus-token-file", default=None, help="bearer token file")
     run.add_argument("--prometheus-ca-file", default=None, help="CA bundle for Prometheus")
     run.add_argument("--query-timeout", type=float, default=10.0, help="seconds per query")
+    run.add_argument(
+        "--rate-window",
+        type=_duration,
+        default=None,
+        help="the window of every rate() in the built-in queries, e.g. 1m (at least four "
+        "scrape intervals); default: $SLUICE_RATE_WINDOW or 1m",
+    )
+    run.add_argument(
+        "--signals-refresh",
+        type=float,
+        default=None,
+        help="seconds after which changed observations are rewritten into status even "
+        "when no decision changed; default: $SLUICE_SIGNALS_REFRESH or 60",
+    )
     run.add_argument(
         "--control-interval",
         type=float,

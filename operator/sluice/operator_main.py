@@ -95,6 +95,8 @@ def run(
     query_timeout: float,
     control_interval: float,
     metrics_port: int,
+    rate_window: str | None = None,
+    signals_refresh: float | None = None,
     health_port: int,
     log_level: str,
     standalone: bool,
@@ -130,6 +132,8 @@ def run(
                 "query_timeout": query_timeout,
                 "control_interval": control_interval,
                 "metrics_port": metrics_port,
+                "rate_window": rate_window,
+                "signals_refresh": signals_refresh,
             },
         )
         settings = kopf.OperatorSettings()

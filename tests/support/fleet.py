@@ -15,7 +15,6 @@ server plus a Python stub, and the machine has two cores.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -241,26 +240,20 @@ def control_operator(
 ) -> Iterator[subprocess.Popen[bytes]]:
     """`sluice run` for one namespace with short windows: control every second, a
     5 s rate window (Prometheus scrapes every second), signals refreshed every 2 s."""
-    saved = {k: os.environ.get(k) for k in ("SLUICE_RATE_WINDOW", "SLUICE_SIGNALS_REFRESH")}
-    os.environ["SLUICE_RATE_WINDOW"] = "5s"
-    os.environ["SLUICE_SIGNALS_REFRESH"] = "2"
-    try:
-        with running_operator(
-            kubeconfig,
-            [namespace],
-            "--prometheus-url",
-            prometheus_url,
-            "--query-timeout",
-            "3",
-            "--metrics-port",  # the last one given wins over running_operator's 0
-            str(metrics_port),
-            control_interval=1.0,
-            log_path=log_dir / f"operator-{namespace}.log",
-        ) as proc:
-            yield proc
-    finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+    with running_operator(
+        kubeconfig,
+        [namespace],
+        "--prometheus-url",
+        prometheus_url,
+        "--query-timeout",
+        "3",
+        "--rate-window",
+        "5s",
+        "--signals-refresh",
+        "2",
+        "--metrics-port",  # the last one given wins over running_operator's 0
+        str(metrics_port),
+        control_interval=1.0,
+        log_path=log_dir / f"operator-{namespace}.log",
+    ) as proc:
+        yield proc
