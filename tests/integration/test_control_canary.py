@@ -158,15 +158,7 @@ def test_good_canary_is_promoted_through_every_step_across_an_outage_and_a_resta
 
                 # Prometheus goes away during the step: the weight must not move.
                 prometheus.stop()
-                cond = until(
-                    lambda: (
-                        (c := view.condition("MetricsAvailable")).get("reason") == "QueryFailed"
-                        and c.get("status") == "False"
-                        and c
-                    ),
-                    30,
-                    "MetricsAvailable=False because Prometheus cannot be queried",
-                )
+                cond = view.wait_metrics_query_failed()
                 assert cond["reason"] == "QueryFailed" and "unreachable" in cond["message"]
                 # (Prometheus answered until it stopped: the step may just have moved.)
                 held = view.rollout()["canaryWeight"]

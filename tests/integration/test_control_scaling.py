@@ -139,15 +139,7 @@ def test_prometheus_outage_freezes_replicas_and_control_resumes(
                 prometheus.stop()
             # Load is off as well: with data, the service would scale down within
             # seconds. Without data nothing moves, and the condition says why.
-            cond = until(
-                lambda: (
-                    (c := view.condition("MetricsAvailable")).get("reason") == "QueryFailed"
-                    and c.get("status") == "False"
-                    and c
-                ),
-                30,
-                "MetricsAvailable=False because Prometheus cannot be queried",
-            )
+            cond = view.wait_metrics_query_failed()
             assert cond["reason"] == "QueryFailed"
             assert "unreachable" in cond["message"] and "frozen" in cond["message"]
             never(

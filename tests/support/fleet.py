@@ -183,6 +183,19 @@ class ClusterView:
                 return dict(c)
         return {}
 
+    def wait_metrics_query_failed(self, timeout: float = 30) -> dict[str, Any]:
+        """Wait until MetricsAvailable is False because Prometheus cannot be queried."""
+        cond: dict[str, Any] = until(
+            lambda: (
+                (c := self.condition("MetricsAvailable")).get("reason") == "QueryFailed"
+                and c.get("status") == "False"
+                and c
+            ),
+            timeout,
+            "MetricsAvailable=False because Prometheus cannot be queried",
+        )
+        return cond
+
     def rollout(self) -> dict[str, Any]:
         return dict(self.status().get("rollout") or {})
 

@@ -6,15 +6,13 @@ so several operators in one session never act on the same objects.
 
 from __future__ import annotations
 
-import os
-import signal
 import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
 from .kube import Kubectl, localcluster_module
+from .sluice_run import start, stop
 from .wait import until
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,10 +27,6 @@ def running_operator(
     control_interval: float = 2.0,
 ) -> Iterator[subprocess.Popen[bytes]]:
     args = [
-        sys.executable,
-        "-m",
-        "sluice.cli",
-        "run",
         "--standalone",
         "--health-port",
         "0",
@@ -43,21 +37,12 @@ def running_operator(
         *[a for ns in namespaces for a in ("-n", ns)],
         *extra,
     ]
-    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
     log_path = log_path or REPO / ".cluster" / "logs" / f"operator-{'-'.join(namespaces)}.log"
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(args, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc = start(kubeconfig, args, log_path)
     try:
         yield proc
     finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+        stop(proc)
         until(lambda: proc.poll() is not None, 10, "the operator to exit")
 
 
