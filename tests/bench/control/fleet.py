@@ -213,12 +213,17 @@ class Pod:
         start = rot - (SUMMARY_MAX_AGE - step)
         m = self.recent_comp > start
         self.recent_comp, self.recent_lat = self.recent_comp[m], self.recent_lat[m]
-        for q in QUANTILES:
-            out[f"q{q}"] = (
-                float(np.quantile(self.recent_lat, q, method="inverted_cdf"))
-                if self.recent_lat.size
-                else math.nan
-            )
+        n = self.recent_lat.size
+        if n:
+            # Inverted-CDF quantiles (the smallest observation with rank >= q n),
+            # one partition for all of them.
+            ranks = [max(0, math.ceil(q * n) - 1) for q in QUANTILES]
+            part = np.partition(self.recent_lat, ranks)
+            for q, k in zip(QUANTILES, ranks, strict=True):
+                out[f"q{q}"] = float(part[k])
+        else:
+            for q in QUANTILES:
+                out[f"q{q}"] = math.nan
         return out
 
 

@@ -54,10 +54,13 @@ class Prometheus:
         self.series: dict[tuple[int, str, str], Series] = {}
         self._by_name: dict[str, list[Series]] = {}
         self._cache: dict[str, Any] = {}
+        self._memo_t: float | None = None
+        self._memo: dict[Any, Vector | float] = {}
 
     # ------------------------------------------------------------------ scrape
 
     def scrape(self, fleet: Fleet, s: float) -> None:
+        self._memo_t = None
         seen: set[int] = set()
         for p in fleet.pods:
             if p.ready_at > s or p.gone_at <= s:
@@ -120,12 +123,22 @@ class Prometheus:
             result=tuple({"metric": dict(k), "value": [t, _fmt(v)]} for k, v in got.items())
         )
 
-    def _select(self, name: str, matchers: list[tuple[str, str, str]]) -> Iterable[Series]:
+    def _select(self, name: str, matchers: tuple[tuple[str, str, str], ...]) -> Iterable[Series]:
         for ser in self._by_name.get(name, ()):
             if all(_match(ser.labels.get(lbl, ""), op, val) for lbl, op, val in matchers):
                 yield ser
 
     def _eval(self, node: Any, t: float) -> Vector | float:
+        # Queries of one cycle share sub-expressions (rate of the success counter):
+        # evaluate each once per evaluation time.
+        if self._memo_t != t:
+            self._memo_t, self._memo = t, {}
+        hit = self._memo.get(node)
+        if hit is None:
+            hit = self._memo[node] = self._eval_node(node, t)
+        return hit
+
+    def _eval_node(self, node: Any, t: float) -> Vector | float:
         kind = node[0]
         if kind == "num":
             return float(node[1])
@@ -424,7 +437,7 @@ class _Parser:
         self.take(")")
         return out
 
-    def selector(self) -> tuple[str, list[tuple[str, str, str]]]:
+    def selector(self) -> tuple[str, tuple[tuple[str, str, str], ...]]:
         name = self.take()[1]
         matchers: list[tuple[str, str, str]] = []
         if self.peek() == ("op", "{"):
@@ -437,7 +450,7 @@ class _Parser:
                 if self.peek() == ("op", ","):
                     self.take()
             self.take("}")
-        return name, matchers
+        return name, tuple(matchers)
 
 
 def _unquote(s: str) -> str:
