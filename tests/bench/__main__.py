@@ -7,7 +7,7 @@ import platform
 import time
 from pathlib import Path
 
-from tests.bench import prometheus_bench, reconcile_bench, render_bench
+from tests.bench import prometheus_bench, reconcile_bench, render_bench, scale_bench
 from tests.bench.control import bench as control_bench
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "bench"
@@ -21,6 +21,7 @@ def main() -> int:
         "render": render_bench.run(OUT),
         "reconcile": reconcile_bench.run(OUT),
         "prometheus": prometheus_bench.run(OUT),
+        "scale": scale_bench.run(OUT),
         # Full results in control.json; here the per-trace summary.
         "control": control_bench.run(OUT)["summary"],
     }
