@@ -28,6 +28,20 @@ class DeploymentState:
     current: bool  # the Deployment controller has seen the latest spec
     version: int | None = None
     pods: int | None = None  # status.replicas: old and new pods not yet terminated
+    image: str | None = None  # the Triton container's image in the pod template
+
+    @property
+    def current_ready(self) -> int:
+        """Ready pods running the Deployment's current template.
+
+        A lower bound: while a rolling update still has old pods, those are
+        assumed to be the ready ones. 0 while the Deployment controller has not
+        seen the latest template.
+        """
+        if not self.current:
+            return 0
+        total = self.pods or 0
+        return max(0, min(self.updated, self.ready - max(0, total - self.updated)))
 
     def rolled_out(self, wanted: int) -> bool:
         """The latest spec runs on exactly ``wanted`` ready pods and no old pod is left."""
@@ -37,6 +51,29 @@ class DeploymentState:
             and self.updated >= wanted
             and self.ready >= wanted
             and (self.pods is None or self.pods == wanted)
+        )
+
+
+@dataclass(frozen=True)
+class PodState:
+    """What the policies need to know of one pod of a variant."""
+
+    name: str
+    variant: str
+    created: float | None = None  # creationTimestamp, epoch seconds
+    ready: bool = False  # the Ready condition is True
+    # When the Ready condition last became True (its lastTransitionTime): with
+    # ``created``, how long the pod took to load its model.
+    ready_since: float | None = None
+    deleting: bool = False  # has a deletionTimestamp
+
+    def starting(self, warmup: float, now: float) -> bool:
+        """Not ready yet, not going away, and younger than ``warmup`` seconds."""
+        return (
+            not self.deleting
+            and not self.ready
+            and self.created is not None
+            and now - self.created < warmup
         )
 
 

@@ -4,19 +4,20 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Mapping
 from typing import Any
 
 from .. import observability
-from ..api.schema import SpecError
-from ..api.v1alpha1 import API_VERSION, KIND, check_name, parse_spec
+from ..api.schema import SpecError, format_time
+from ..api.v1alpha1 import API_VERSION, KIND, InferenceServiceStatus, check_name, parse_spec
 from ..policy import readiness
 from ..render import LABEL_ISVC, LABEL_VARIANT, selector
 from . import deployments, httproute, podmonitor, services
 from .apply import SyncResult
-from .desired import desired, meta_of, rollout_state
-from .kube import Kube, now
+from .desired import desired, meta_of
+from .kube import Kube
 
 log = logging.getLogger("sluice.reconcile")
 
@@ -54,9 +55,12 @@ class Reconciler:
             self._invalid(obj, str(e))
             return
 
+        recorded = InferenceServiceStatus.from_dict(obj.get("status"))
         ready_now = deployments.ready_counts(self.kube, meta)
         pm_wanted = podmonitor.wanted(spec.monitoring.pod_monitor, podmonitor.available(self.kube))
-        variants, objs = desired(obj, spec, ready=ready_now, with_podmonitor=pm_wanted)
+        variants, objs = desired(
+            obj, spec, ready=ready_now, with_podmonitor=pm_wanted, status=recorded
+        )
         by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for o in objs:
             by_kind[o["kind"]].append(o)
@@ -97,7 +101,7 @@ class Reconciler:
             self.kube.event(obj, "Normal", "Reconciled", "; ".join(parts))
 
         states = deployments.observe_all(dep)
-        in_flight = rollout_state(obj.get("status")).in_flight
+        in_flight = recorded.rollout is not None and recorded.rollout.in_flight
         problems: dict[str, str] = {}
         if any(
             v.name not in states or not states[v.name].rolled_out(v.replicas) for v in variants
@@ -120,7 +124,7 @@ class Reconciler:
                     selector=",".join(f"{k}={v}" for k, v in selector(meta, "main").items()),
                     route=route,
                     rollout_in_flight=in_flight,
-                    now=now(),
+                    now=_now(),
                     problems=problems,
                 ),
             )
@@ -142,11 +146,16 @@ class Reconciler:
 
         def mutate(live: dict[str, Any], status: dict[str, Any]) -> dict[str, Any] | None:
             gen = int(live["metadata"].get("generation") or 0)
-            return _without_churn(status, readiness.invalid_spec_status(status, error, gen, now()))
+            return _without_churn(status, readiness.invalid_spec_status(status, error, gen, _now()))
 
         self.kube.update_status(API_VERSION, KIND, meta.namespace, meta.name, mutate)
         if previous != error:
             self.kube.event(obj, "Warning", "InvalidSpec", error)
+
+
+def _now() -> str:
+    """Now, in the one status timestamp format."""
+    return format_time(time.time())
 
 
 def _without_churn(old: Mapping[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
