@@ -54,8 +54,6 @@ from .events import Event
 from .plan import Revision, canary_replicas
 from .signals import ERROR_RATE, P99_LATENCY, REQUEST_RATE, Reading
 
-__all__ = ["DONE", "Event", "Rollout", "World", "advance", "analyse", "condition"]
-
 # status.rollout, typed: the API's own status type (timestamps in epoch seconds).
 Rollout = RolloutStatus
 

@@ -14,15 +14,13 @@ from dataclasses import dataclass, field
 
 from ..api.v1alpha1 import (
     CANARY_VARIANT,
-    IN_FLIGHT,
     MAIN_VARIANT,
     InferenceServiceSpec,
     RevisionStatus,
     RolloutStatus,
 )
+from ..api.v1alpha1 import IN_FLIGHT as IN_FLIGHT
 from ..render.plan import Variant
-
-__all__ = ["IN_FLIGHT", "Observed", "Revision", "plan"]
 
 # A model version and image pair: the status type itself.
 Revision = RevisionStatus

@@ -23,10 +23,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from ..api.schema import format_time, parse_time
+# Re-exported: the one status timestamp format.
+from ..api.schema import format_time as format_time
+from ..api.schema import parse_time as parse_time
 from ..api.v1alpha1 import Signals
-
-__all__ = ["format_time", "parse_time"]  # re-exported: the one status time format
 
 REQUEST_RATE = "requestRate"
 ERROR_RATE = "errorRate"
