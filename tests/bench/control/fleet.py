@@ -287,12 +287,16 @@ class Fleet:
         v = self.variants[variant]
         for _ in range(n):
             self._uid += 1
+            created = t
             if warm:
+                # Already serving: created one load time ago (what a policy that
+                # measures load times from pods sees), cost counted from t.
                 ready_at = t
+                created = t - v.load_time_s
             else:
                 j = v.load_jitter
                 ready_at = t + v.load_time_s * (1 + j * (2 * self.rng.random() - 1))
-            self.pods.append(Pod(self._uid, variant, t, ready_at))
+            self.pods.append(Pod(self._uid, variant, created, ready_at))
 
     def scale(self, variant: str, replicas: int, t: float) -> None:
         """Set the variant's Deployment to ``replicas`` at time ``t``."""
@@ -363,5 +367,5 @@ class Fleet:
             end = min(p.gone_at, t_end)
             if p.removed_at is not None and p.ready_at > p.removed_at:
                 end = min(end, p.removed_at)
-            total += max(0.0, end - p.created)
+            total += max(0.0, end - max(p.created, 0.0))
         return total

@@ -1,10 +1,9 @@
 """The policies compared, all behind one interface.
 
-* :class:`SluicePolicy` drives the project's own pure decision
-  (:func:`sluice.policy.scaling.decide`) exactly as the operator's control
-  cycle does: the same signals, the status entry written back and read again
-  (``Decision.to_status`` -> ``Previous.from_status``), starting pods counted
-  the way ``reconcile/control.starting_pods`` counts them.
+* :class:`SluicePolicy` drives the project's own pure per-InferenceService
+  decision (:func:`sluice.policy.control.decide`) exactly as the operator's
+  control cycle does: the same signals, typed Deployments and pods (creation
+  and ready times), the status written in its wire form and read back.
 * :class:`HPA` is the Kubernetes HorizontalPodAutoscaler's algorithm
   (pkg/controller/podautoscaler) on one Object/External metric with a Value
   target, here the p99 signal. Constants, from the Kubernetes docs
@@ -42,10 +41,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from sluice.api.schema import parse
-from sluice.api.v1alpha1 import ScalingSpec
-from sluice.policy import scaling
+from sluice.api.v1alpha1 import InferenceServiceSpec, InferenceServiceStatus, parse_spec
+from sluice.policy import control
 from sluice.policy import signals as sig
+from sluice.policy.readiness import DeploymentState, PodState
 
 # Simulated time 0 is this epoch second, so status timestamps are real RFC 3339.
 EPOCH = 1_800_000_000.0
@@ -98,55 +97,115 @@ class Policy(Protocol):
 # --------------------------------------------------------------------- Sluice
 
 
-def sluice_spec(ctx: Context, extra: Mapping[str, Any] | None = None) -> ScalingSpec:
+def sluice_spec(
+    ctx: Context,
+    replicas: int,
+    scaling_extra: Mapping[str, Any] | None = None,
+    spec_extra: Mapping[str, Any] | None = None,
+) -> InferenceServiceSpec:
+    """The InferenceService the simulator runs: the SLO as the scaling target."""
     metric = "p99LatencyMs" if ctx.quantile >= 0.99 else "p95LatencyMs"
-    data = {
-        "mode": "Auto",
-        "minReplicas": ctx.min_replicas,
-        "maxReplicas": ctx.max_replicas,
-        "target": {"metric": metric, "value": ctx.slo_ms},
-        **(extra or {}),
+    data: dict[str, Any] = {
+        "model": {"name": "model", "repository": "s3://bench/model", "version": 1},
+        "triton": {"image": "triton:bench"},
+        "replicas": replicas,
+        "scaling": {
+            "mode": "Auto",
+            "minReplicas": ctx.min_replicas,
+            "maxReplicas": ctx.max_replicas,
+            "target": {"metric": metric, "value": ctx.slo_ms},
+            **(scaling_extra or {}),
+        },
+        **(spec_extra or {}),
     }
-    return parse(ScalingSpec, data, "spec.scaling")
+    return parse_spec(data)
 
 
 @dataclass
 class SluicePolicy:
-    """The project's scaling decision, as reconcile/control.py drives it."""
+    """The project's per-InferenceService decision (:func:`sluice.policy.control.decide`),
+    driven as reconcile/control.py drives it: typed Deployments and pods in, the status
+    out, written in its wire form and read back next cycle as through the apiserver."""
 
     name: str = "sluice"
-    overrides: Mapping[str, Any] = field(default_factory=dict)
-    spec: ScalingSpec | None = None
-    entries: dict[str, dict[str, Any]] = field(default_factory=dict)
+    overrides: Mapping[str, Any] = field(default_factory=dict)  # spec.scaling fields
+    spec_extra: Mapping[str, Any] = field(default_factory=dict)  # other spec fields
+    ctx: Context | None = None
+    spec: InferenceServiceSpec | None = None
+    status: dict[str, Any] = field(default_factory=dict)
+    events: list[str] = field(default_factory=list)
     last: str = ""
 
     def reset(self, ctx: Context) -> None:
-        self.spec = sluice_spec(ctx, self.overrides)
-        self.entries = {}
+        self.ctx = ctx
+        self.spec = None
+        self.status = {}
+        self.events = []
         self.last = ""
 
     def decide(self, view: View) -> int:
-        assert self.spec is not None
-        now = EPOCH + view.t
-        warm = self.spec.warmup_seconds
-        starting = sum(1 for p in view.pods if not p.ready and view.t - p.created < warm)
-        old = self.entries.get(view.variant)
-        d = scaling.decide(
-            self.spec,
-            scaling.ScaleInput(
-                variant=view.variant,
-                current=view.replicas,
+        return self.decide_all(view.t, {view.variant: view})[view.variant]
+
+    def decide_all(self, t: float, views: Mapping[str, View]) -> dict[str, int]:
+        assert self.ctx is not None
+        if self.spec is None:
+            main = views.get("main") or next(iter(views.values()))
+            self.spec = sluice_spec(self.ctx, main.replicas, self.overrides, self.spec_extra)
+        now = EPOCH + t
+        deps = {
+            v: DeploymentState(
+                name=f"svc-{v}",
+                variant=v,
+                replicas=view.replicas,
                 ready=view.ready,
-                starting=starting,
-                signals=view.readings,
-                previous=scaling.Previous.from_status(old),
+                updated=view.replicas,
+                available=view.ready,
+                current=True,
+                version=1,
+                pods=view.replicas,
+                image="triton:bench",
+            )
+            for v, view in views.items()
+        }
+        pods = tuple(
+            PodState(
+                name=f"svc-{v}-{i}",
+                variant=v,
+                created=EPOCH + p.created,
+                ready=p.ready,
+                ready_since=None if p.ready_at is None else EPOCH + p.ready_at,
+            )
+            for v, view in views.items()
+            for i, p in enumerate(view.pods)
+        )
+        readings = {v: view.readings for v, view in views.items()}
+        obs = sig.Observations(
+            {
+                s: {("bench", "svc", v): r[s] for v, r in readings.items() if s in r}
+                for s in {s for r in readings.values() for s in r}
+            }
+        )
+        out = control.decide(
+            control.ServiceInput(
+                namespace="bench",
+                name="svc",
+                spec=self.spec,
+                status=InferenceServiceStatus.from_dict(self.status),
+                generation=1,
+                observations=obs,
+                deployments=deps,
+                pods=pods,
             ),
             now,
         )
-        entry = d.to_status(sig.to_status(view.readings, sig.format_time(now)))
-        self.entries[view.variant] = entry
-        self.last = str(entry.get("reason", ""))
-        return d.desired if d.applied else view.replicas
+        if out.status is not None:
+            self.status = out.status.to_dict()
+        self.events.extend(f"{t:.0f}s {e.reason}: {e.message}" for e in out.events)
+        st = InferenceServiceStatus.from_dict(self.status)
+        scaled = st.scaled_replicas()
+        reasons = [e.reason for e in st.scaling]
+        self.last = "; ".join(str(r) for r in reasons)
+        return {v: scaled.get(v, view.replicas) for v, view in views.items()}
 
     def explain(self) -> str:
         return self.last

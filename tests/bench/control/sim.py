@@ -176,9 +176,16 @@ def run(scenario: Scenario, policy: Policy, seed: int) -> Result:
             next_control += ci
             tl.t.append(t)
             tl.rate.append(trace.rate_at(t))
+            views = {v.name: _view(fleet, prom, scenario, v.name, t) for v in scenario.variants}
+            decide_all = getattr(policy, "decide_all", None)
+            wants = (
+                decide_all(t, views)
+                if decide_all is not None
+                else {n: policy.decide(vw) for n, vw in views.items()}
+            )
             for v in scenario.variants:
-                view = _view(fleet, prom, scenario, v.name, t)
-                want = max(scenario.min_replicas, min(scenario.max_replicas, policy.decide(view)))
+                view = views[v.name]
+                want = max(scenario.min_replicas, min(scenario.max_replicas, wants[v.name]))
                 if want != view.replicas:
                     actions += 1
                     fleet.scale(v.name, want, t)
