@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 from tests.bench import prometheus_bench, reconcile_bench, render_bench, scale_bench
+from tests.bench.control import bench as control_bench
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "bench"
 
@@ -21,6 +22,8 @@ def main() -> int:
         "reconcile": reconcile_bench.run(OUT),
         "prometheus": prometheus_bench.run(OUT),
         "scale": scale_bench.run(OUT),
+        # Full results in control.json; here the per-trace summary.
+        "control": control_bench.run(OUT)["summary"],
     }
     (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))
