@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import functools
 import re
 import types
 import typing
@@ -303,52 +304,87 @@ def load(cls: type[T], data: Any) -> T:
     Unlike :func:`parse` this checks no bounds and ignores unknown keys: status
     written by an older operator must still load. A value that does not fit its
     type falls back to the field's default (the apiserver's structural schema
-    already pruned anything that is not of the declared type).
+    already pruned anything that is not of the declared type). Each class's
+    decoder is built once (type hints are slow to resolve).
     """
-    if not isinstance(data, Mapping):
-        data = {}
+    out: T = _loader(typing.cast(type, cls))(data)
+    return out
+
+
+Decoder = Callable[[Any], Any]
+
+
+@functools.cache
+def _loader(cls: type) -> Decoder:
     hints = _hints(cls)
-    values: dict[str, Any] = {}
-    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-        raw = data.get(_json_name(f))
-        if raw is None:
-            continue
-        try:
-            values[f.name] = _load_value(hints[f.name], raw, f.metadata)
-        except (TypeError, ValueError):
-            continue
-    return cls(**values)
+    plan = [
+        (_json_name(f), f.name, _decoder(hints[f.name], f.metadata))
+        for f in dataclasses.fields(cls)
+    ]
+
+    def decode(data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            data = {}
+        values: dict[str, Any] = {}
+        for jname, name, dec in plan:
+            raw = data.get(jname)
+            if raw is None:
+                continue
+            try:
+                values[name] = dec(raw)
+            except (TypeError, ValueError):
+                continue
+        return cls(**values)
+
+    return decode
 
 
-def _load_value(tp: Any, value: Any, meta: Mapping[str, Any]) -> Any:
+def _decoder(tp: Any, meta: Mapping[str, Any]) -> Decoder:
     tp, _ = _unwrap_optional(tp)
     origin = get_origin(tp)
     if meta.get("timestamp"):
-        t = parse_time(value)
-        if t is None:
-            raise ValueError(f"not a timestamp: {value!r}")
-        return t
+        return _timestamp
     if dataclasses.is_dataclass(tp):
-        return load(tp, value)  # type: ignore[arg-type]
+        return _loader(tp)  # type: ignore[arg-type]
     if origin is list or origin is tuple:
         (item_tp, *_rest) = get_args(tp)
-        if not isinstance(value, list | tuple):
-            raise TypeError("not a list")
-        return tuple(_load_value(item_tp, v, {}) for v in value)
+        item = _decoder(item_tp, {})
+
+        def items(value: Any) -> tuple[Any, ...]:
+            if not isinstance(value, list | tuple):
+                raise TypeError("not a list")
+            return tuple(item(v) for v in value)
+
+        return items
     if origin is dict or origin is Mapping:
-        if not isinstance(value, Mapping):
-            raise TypeError("not an object")
-        return dict(value)
+        return _mapping
     if tp is bool:
-        if not isinstance(value, bool):
-            raise TypeError("not a boolean")
-        return value
-    if tp is int:
-        return int(value)
-    if tp is float:
-        return float(value)
-    if tp is str:
-        return str(value)
+        return _boolean
+    if tp in (int, float, str):
+        return tp  # type: ignore[no-any-return]
+    return _identity
+
+
+def _timestamp(value: Any) -> float:
+    t = parse_time(value)
+    if t is None:
+        raise ValueError(f"not a timestamp: {value!r}")
+    return t
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError("not an object")
+    return dict(value)
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("not a boolean")
+    return value
+
+
+def _identity(value: Any) -> Any:
     return value
 
 

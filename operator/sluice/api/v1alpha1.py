@@ -11,7 +11,7 @@ default would rewrite the user's object and make GitOps tools show drift.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from . import validation as val
@@ -1012,9 +1012,18 @@ class Signals:
     )
     observed_at: float | None = spec_field("When this was observed.", default=None, timestamp=True)
 
-    def values(self) -> Signals:
+    def values(self) -> tuple[object, ...]:
         """The observation without its time (what it says, not when)."""
-        return replace(self, observed_at=None)
+        return (
+            self.variant,
+            self.request_rate,
+            self.error_rate,
+            self.avg_latency_ms,
+            self.queue_time_ms,
+            self.p95_latency_ms,
+            self.p99_latency_ms,
+            self.missing,
+        )
 
     def shape(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Which signals have values and which are missing (and why)."""
@@ -1174,34 +1183,38 @@ class InferenceServiceStatus:
         """Set one condition (as meta.SetStatusCondition): lastTransitionTime
         moves only when its status changes; the order of conditions is kept."""
         st = ("True" if status else "False") if isinstance(status, bool) else status
-        new = Condition(
-            type=type_,
-            status=st,
-            reason=reason,
-            message=message,
-            last_transition_time=now,
-            observed_generation=generation,
-        )
-        out: list[Condition] = []
-        found = False
-        for c in self.conditions:
-            if c.type != type_:
-                out.append(c)
-                continue
-            found = True
-            if c.status == st and c.last_transition_time is not None:
-                new = replace(new, last_transition_time=c.last_transition_time)
-            out.append(new)
-        if not found:
-            out.append(new)
-        return replace(self, conditions=tuple(out))
+
+        def new(at: float) -> Condition:
+            return Condition(
+                type=type_,
+                status=st,
+                reason=reason,
+                message=message,
+                last_transition_time=at,
+                observed_generation=generation,
+            )
+
+        before = self.condition(type_)
+        if before is None:
+            return replace(self, conditions=(*self.conditions, new(now)))
+        kept = before.last_transition_time
+        c = new(kept if before.status == st and kept is not None else now)
+        if c == before:
+            return self
+        return replace(self, conditions=tuple(c if x is before else x for x in self.conditions))
 
     def without_condition(self, type_: str) -> InferenceServiceStatus:
+        if self.condition(type_) is None:
+            return self
         return replace(self, conditions=tuple(c for c in self.conditions if c.type != type_))
 
     def same_as(self, other: InferenceServiceStatus) -> bool:
         """Equal but for when conditions last changed: nothing worth a write."""
-        return _untimed(self) == _untimed(other)
+        if self is other:
+            return True
+        if [_untimed(c) for c in self.conditions] != [_untimed(c) for c in other.conditions]:
+            return False
+        return all(getattr(self, f) == getattr(other, f) for f in _BUT_CONDITIONS)
 
     # ------------------------------------------------------------- readers
 
@@ -1228,5 +1241,8 @@ class InferenceServiceStatus:
         return None
 
 
-def _untimed(s: InferenceServiceStatus) -> InferenceServiceStatus:
-    return replace(s, conditions=tuple(replace(c, last_transition_time=None) for c in s.conditions))
+def _untimed(c: Condition) -> tuple[str, str, str, str, int | None]:
+    return c.type, c.status, c.reason, c.message, c.observed_generation
+
+
+_BUT_CONDITIONS = tuple(f.name for f in fields(InferenceServiceStatus) if f.name != "conditions")
