@@ -1,8 +1,9 @@
 """The canary state machine, table-driven over observation sequences.
 
 Each cycle gives the clock and what the shell observed; the state is carried
-from one cycle to the next through status (``to_status``/``from_status``), as
-the operator does across cycles and restarts.
+from one cycle to the next through the serialised status
+(``InferenceServiceStatus.to_dict``/``from_dict``), as the operator does across
+cycles and restarts.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from sluice.api.v1alpha1 import parse_spec
+from sluice.api.v1alpha1 import InferenceServiceStatus, parse_spec
 from sluice.policy import signals as sig
 from sluice.policy.canary import Rollout, World, advance, analyse, condition
 from sluice.policy.plan import Observed, Revision, plan
@@ -83,11 +84,11 @@ class C:
 def drive(
     s: Any, cycles: list[C], start: Rollout | None
 ) -> list[tuple[str, int, int, int, list[str]]]:
-    status = start.to_status() if start else None
+    status = wire(start)
     out = []
     routed_prev = start.canary_weight if start else 0
     for c in cycles:
-        prev = Rollout.from_status(status)
+        prev = unwire(status)
         w = World(
             spec_revision=Revision(s.model.version, s.triton.image),
             main_replicas=4,
@@ -101,12 +102,21 @@ def drive(
         o = advance(s, prev, w, T0 + c.t)
         r = o.rollout
         assert r is not None
-        status = r.to_status()
+        status = wire(r)
         routed_prev = r.canary_weight
         out.append(
             (r.phase, r.step, r.canary_weight, r.failed_checks, [e.reason for e in o.events])
         )
     return out
+
+
+def wire(r: Rollout | None) -> dict[str, Any]:
+    """status, as written to the apiserver."""
+    return InferenceServiceStatus(rollout=r).to_dict()
+
+
+def unwire(status: dict[str, Any] | None) -> Rollout | None:
+    return InferenceServiceStatus.from_dict(status).rollout
 
 
 STABLE_IDLE = Rollout(phase="Idle", stable=OLD, message="v1 stable")
@@ -352,7 +362,7 @@ def test_restart_continues_from_status() -> None:
         last_progress_at=T0,
         message="x",
     )
-    restored = Rollout.from_status(r.to_status())
+    restored = unwire(wire(r))
     assert restored == r
     w = World(spec_revision=NEW, main_replicas=4, canary=good(), stable=STABLE, canary_ready=2)
     assert advance(s, r, w, T0 + 10) == advance(s, restored, w, T0 + 10)
@@ -362,20 +372,19 @@ def test_restart_continues_from_status() -> None:
 
 
 def test_plan_keeps_main_on_stable_until_promotion() -> None:
-    from sluice.reconcile.desired import rollout_state  # the same mapping the shell uses
-
     s = spec(version=2)
-    main = lambda st: plan(s, rollout_state({"rollout": st}), Observed())[0]  # noqa: E731
+    # Through the serialised status: the same parsing the shell uses.
+    main = lambda r: plan(s, unwire(wire(r)), Observed())[0]  # noqa: E731
     # A version change before the control loop started the canary: main waits.
-    assert main(Rollout(phase="Idle", stable=OLD).to_status()).version == 1
+    assert main(Rollout(phase="Idle", stable=OLD)).version == 1
     # Rolled back: the failed version never reaches main.
-    assert main(Rollout(phase="RolledBack", stable=OLD, canary=NEW).to_status()).version == 1
+    assert main(Rollout(phase="RolledBack", stable=OLD, canary=NEW)).version == 1
     progressing = Rollout(phase="Progressing", stable=OLD, canary=NEW, canary_weight=10)
-    assert main(progressing.to_status()).version == 1
+    assert main(progressing).version == 1
     promoting = replace(progressing, phase="Promoting")
-    assert main(promoting.to_status()).version == 2
+    assert main(promoting).version == 2
     rolling_back = replace(progressing, phase="RollingBack", canary_weight=0)
-    vs = plan(s, rollout_state({"rollout": rolling_back.to_status()}), Observed())
+    vs = plan(s, unwire(wire(rolling_back)), Observed())
     assert [(v.name, v.version, v.weight) for v in vs] == [("main", 1, 100), ("canary", 2, 0)]
     # No stable yet (first deploy): the spec.
     assert main(None).version == 2
@@ -383,10 +392,8 @@ def test_plan_keeps_main_on_stable_until_promotion() -> None:
 
 def test_rolling_strategy_ignores_a_leftover_rollout() -> None:
     s = parse_spec({"model": {"name": "m", "repository": "s3://b/p", "version": 2}})
-    st = Rollout(phase="Progressing", stable=OLD, canary=NEW, canary_weight=10).to_status()
-    from sluice.reconcile.desired import rollout_state
-
-    vs = plan(s, rollout_state({"rollout": st}), Observed())
+    st = wire(Rollout(phase="Progressing", stable=OLD, canary=NEW, canary_weight=10))
+    vs = plan(s, unwire(st), Observed())
     assert [(v.name, v.version, v.weight) for v in vs] == [("main", 2, 100)]
 
 
@@ -404,6 +411,45 @@ def test_rolling_strategy_ignores_a_leftover_rollout() -> None:
 def test_ready_pods_of_the_current_template_are_counted_conservatively(
     status: dict[str, int], generation: int, expected: int
 ) -> None:
-    from sluice.reconcile.control import current_ready
+    from sluice.reconcile.deployments import observe
 
-    assert current_ready({"metadata": {"generation": generation}, "status": status}) == expected
+    dep = {"metadata": {"name": "x-canary", "generation": generation}, "status": status}
+    assert observe(dep).current_ready == expected
+
+
+# ------------------------------------- through the whole per-service decision
+
+
+def test_the_service_decision_starts_a_canary_and_gives_it_traffic_once_seen() -> None:
+    from tests.support.decide import cycle, deployment
+
+    def obs(canary: dict[str, Reading] | None) -> sig.Observations:
+        by: dict[str, dict[sig.Key, Reading]] = {s: {} for s in sig.SIGNALS}
+        for variant, readings in (("main", STABLE), ("canary", canary or {})):
+            for signal, r in readings.items():
+                by[signal][("ns", "x", variant)] = r
+        return sig.Observations(by)
+
+    v1, v2 = spec(version=1), spec(version=2)
+    main = {"main": deployment("main", 4, 4, version=1, image="triton:24.10")}
+    st, ev = cycle(v1, {}, obs(None), main, T0)
+    assert st is not None and st["rollout"]["phase"] == "Idle" and ev == []
+    assert st["rollout"]["stable"] == {"version": 1, "image": "triton:24.10"}
+    # The spec moves to version 2: a canary starts beside the stable version.
+    st, ev = cycle(v2, st, obs(None), main, T0 + 1)
+    assert st is not None and [e.reason for e in ev] == ["CanaryStarted"]
+    assert (st["rollout"]["phase"], st["rollout"]["canaryWeight"]) == ("Progressing", 0)
+    # Ready, but not seen by Prometheus yet: no traffic, the metrics condition says
+    # why, and no write without news.
+    deps = {**main, "canary": deployment("canary", 1, 1, version=2, image="triton:24.10")}
+    st, ev = cycle(v2, st, obs(None), deps, T0 + 2)
+    assert st is not None and [e.reason for e in ev] == ["MetricsUnavailable"]
+    assert st["rollout"]["canaryWeight"] == 0
+    assert "not observed yet" in st["rollout"]["message"]
+    assert cycle(v2, st, obs(None), deps, T0 + 3) == (None, [])
+    # Seen: its first share.
+    st, ev = cycle(v2, st, obs(good()), deps, T0 + 4)
+    assert st is not None and [e.reason for e in ev] == ["CanaryWeight", "MetricsAvailable"]
+    assert st["rollout"]["canaryWeight"] == 10
+    cond = {c["type"]: c for c in st["conditions"]}["Canary"]
+    assert (cond["status"], cond["reason"]) == ("True", "Progressing")

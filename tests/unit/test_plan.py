@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sluice.api.v1alpha1 import parse_spec
-from sluice.policy.plan import Observed, Revision, RolloutState, canary_replicas, plan
+from sluice.api.v1alpha1 import RolloutStatus, parse_spec
+from sluice.policy.plan import Observed, Revision, canary_replicas, plan
 
 
 def spec(**over: Any):
@@ -65,7 +65,7 @@ def test_autoscaler_decision_is_clamped_and_only_used_in_auto_mode() -> None:
 
 def test_canary_in_flight_serves_stable_on_main_and_sizes_canary_ahead() -> None:
     s = spec(replicas=4, router={"gateway": {"name": "gw"}}, rollout={"strategy": "Canary"})
-    r = RolloutState(
+    r = RolloutStatus(
         phase="Progressing",
         stable=Revision(1, "img:old"),
         canary=Revision(2, "img:new"),

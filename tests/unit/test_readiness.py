@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from sluice.policy.readiness import DeploymentState, pod_problems, served_status, set_condition
+from sluice.api.v1alpha1 import InferenceServiceStatus
+from sluice.policy.readiness import DeploymentState, pod_problems, served_status
 from sluice.render.plan import Variant
 
-NOW = "2026-11-23T08:00:00Z"
+NOW = 1_795_420_800.0  # 2026-11-23T08:00:00Z
 
 
 def status(states: dict[str, DeploymentState], problems: dict[str, str] | None = None) -> dict:
     return served_status(
-        {},
+        InferenceServiceStatus(),
         model="m",
         variants=[Variant("main", 3, "img", "s3://b", 2, 100)],
         states=states,
@@ -21,7 +22,7 @@ def status(states: dict[str, DeploymentState], problems: dict[str, str] | None =
         rollout_in_flight=False,
         now=NOW,
         problems=problems,
-    )
+    ).to_dict()
 
 
 def cond(st: dict, type_: str) -> dict:
@@ -59,11 +60,12 @@ def test_stale_deployment_is_not_ready() -> None:
 
 
 def test_transition_time_kept_while_status_unchanged() -> None:
-    c1 = set_condition([], "Ready", True, "Serving", "a", "t1")
-    c2 = set_condition(c1, "Ready", True, "Serving", "b", "t2")
-    c3 = set_condition(c2, "Ready", False, "RollingOut", "c", "t3")
-    assert c2[0]["lastTransitionTime"] == "t1" and c2[0]["message"] == "b"
-    assert c3[0]["lastTransitionTime"] == "t3"
+    t1, t2, t3 = NOW, NOW + 1, NOW + 2
+    c1 = InferenceServiceStatus().with_condition("Ready", True, "Serving", "a", t1)
+    c2 = c1.with_condition("Ready", True, "Serving", "b", t2)
+    c3 = c2.with_condition("Ready", False, "RollingOut", "c", t3)
+    assert c2.conditions[0].last_transition_time == t1 and c2.conditions[0].message == "b"
+    assert c3.conditions[0].last_transition_time == t3
 
 
 def test_pod_problems_reads_unschedulable_and_waiting_reasons() -> None:

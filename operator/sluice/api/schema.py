@@ -21,6 +21,7 @@ same table to a real apiserver.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
 import re
 import types
 import typing
@@ -75,6 +76,7 @@ def spec_field(
     list_map_keys: tuple[str, ...] | None = None,
     json_name: str | None = None,
     schema_default: Any = MISSING,
+    timestamp: bool = False,
 ) -> Any:
     """Declare a field with everything both the parser and the CRD need.
 
@@ -82,6 +84,10 @@ def spec_field(
     nothing, on purpose: an apiserver-side default rewrites the user's object,
     which Argo CD then shows as drift (KServe's defaulting webhook: kserve#2232).
     Defaults live in the parser and in ``status``.
+
+    ``timestamp`` marks a ``float`` field that holds epoch seconds in Python and
+    an RFC 3339 string on the wire (:func:`format_time`): the one timestamp
+    format of status.
     """
     meta: dict[str, Any] = {
         "description": description,
@@ -98,6 +104,7 @@ def spec_field(
         "list_map_keys": list_map_keys,
         "json_name": json_name,
         "schema_default": schema_default,
+        "timestamp": timestamp,
     }
     kwargs: dict[str, Any] = {"metadata": meta}
     if default is not MISSING:
@@ -223,21 +230,108 @@ def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-def to_dict(obj: Any) -> Any:
-    """The inverse of :func:`parse`: camelCase plain data, defaults included."""
+def to_dict(obj: Any, *, omit_empty: bool = False) -> Any:
+    """The inverse of :func:`parse` and :func:`load`: camelCase plain data,
+    defaults included. Timestamp fields become RFC 3339 strings. ``omit_empty``
+    also leaves out empty lists (status: a field nobody set is absent)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         out: dict[str, Any] = {}
         for f in dataclasses.fields(obj):
             v = getattr(obj, f.name)
-            if v is None:
+            if v is None or (omit_empty and isinstance(v, (list, tuple)) and not v):
                 continue
-            out[_json_name(f)] = to_dict(v)
+            if f.metadata.get("timestamp"):
+                out[_json_name(f)] = format_time(float(v))
+            else:
+                out[_json_name(f)] = to_dict(v, omit_empty=omit_empty)
         return out
     if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
+        return [to_dict(v, omit_empty=omit_empty) for v in obj]
     if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
+        return {k: to_dict(v, omit_empty=omit_empty) for k, v in obj.items()}
     return obj
+
+
+def load(cls: type[T], data: Any) -> T:
+    """Build ``cls`` from data the operator wrote itself (status), leniently.
+
+    Unlike :func:`parse` this checks no bounds and ignores unknown keys: status
+    written by an older operator must still load. A value that does not fit its
+    type falls back to the field's default (the apiserver's structural schema
+    already pruned anything that is not of the declared type).
+    """
+    if not isinstance(data, Mapping):
+        data = {}
+    hints = _hints(cls)
+    values: dict[str, Any] = {}
+    for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+        raw = data.get(_json_name(f))
+        if raw is None:
+            continue
+        try:
+            values[f.name] = _load_value(hints[f.name], raw, f.metadata)
+        except (TypeError, ValueError):
+            continue
+    return cls(**values)
+
+
+def _load_value(tp: Any, value: Any, meta: Mapping[str, Any]) -> Any:
+    tp, _ = _unwrap_optional(tp)
+    origin = get_origin(tp)
+    if meta.get("timestamp"):
+        t = parse_time(value)
+        if t is None:
+            raise ValueError(f"not a timestamp: {value!r}")
+        return t
+    if dataclasses.is_dataclass(tp):
+        return load(tp, value)  # type: ignore[arg-type]
+    if origin is list or origin is tuple:
+        (item_tp, *_rest) = get_args(tp)
+        if not isinstance(value, list | tuple):
+            raise TypeError("not a list")
+        return tuple(_load_value(item_tp, v, {}) for v in value)
+    if origin is dict or origin is Mapping:
+        if not isinstance(value, Mapping):
+            raise TypeError("not an object")
+        return dict(value)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise TypeError("not a boolean")
+        return value
+    if tp is int:
+        return int(value)
+    if tp is float:
+        return float(value)
+    if tp is str:
+        return str(value)
+    return value
+
+
+# ------------------------------------------------------------------------ time
+
+
+def format_time(t: float) -> str:
+    """Epoch seconds as RFC 3339 UTC with milliseconds: every status timestamp."""
+    d = dt.datetime.fromtimestamp(t, dt.UTC)
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+
+
+def parse_time(s: Any) -> float | None:
+    """RFC 3339 (as written by :func:`format_time` or Kubernetes) to epoch seconds.
+
+    Also takes the ``datetime`` objects the kubernetes client hands back."""
+    if isinstance(s, dt.datetime):
+        d = s
+    elif isinstance(s, str) and s:
+        try:
+            d = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    else:
+        return None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=dt.UTC)
+    return d.timestamp()
 
 
 # ------------------------------------------------------------- OpenAPI schema
@@ -312,6 +406,8 @@ def _schema_of(tp: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
             s = {"type": "object", "additionalProperties": _schema_of(val_tp, {})}
     elif tp is Any:
         s = {"x-kubernetes-preserve-unknown-fields": True}
+    elif meta.get("timestamp"):
+        s = {"type": "string"}
     elif meta.get("int_or_string"):
         s = {"x-kubernetes-int-or-string": True}
     elif tp is bool:

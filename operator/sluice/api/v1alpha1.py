@@ -11,10 +11,10 @@ default would rewrite the user's object and make GitOps tools show drift.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from .schema import Rule, SpecError, parse, spec_field
+from .schema import Rule, SpecError, load, parse, spec_field, to_dict
 
 GROUP = "sluice.dev"
 VERSION = "v1alpha1"
@@ -743,6 +743,10 @@ def parse_spec(data: Any) -> InferenceServiceSpec:
 
 
 # ---------------------------------------------------------------------- status
+#
+# The operator reads status once per write (InferenceServiceStatus.from_dict),
+# works on these types and serialises once (to_dict). Timestamps are epoch
+# seconds in Python and RFC 3339 with milliseconds on the wire.
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -753,12 +757,16 @@ class Condition:
     status: str = spec_field("True, False or Unknown.", enum=("True", "False", "Unknown"))
     reason: str = spec_field("One-word CamelCase reason.", default="")
     message: str = spec_field("What was observed and why, for people.", default="")
-    last_transition_time: str | None = spec_field(
-        "When status last changed (RFC 3339).", default=None
+    last_transition_time: float | None = spec_field(
+        "When status last changed (RFC 3339).", default=None, timestamp=True
     )
     observed_generation: int | None = spec_field(
         "metadata.generation this condition was computed from.", default=None
     )
+
+    @property
+    def is_true(self) -> bool:
+        return self.status == "True"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -791,7 +799,27 @@ class Signals:
     missing: tuple[str, ...] = spec_field(
         "Signals that had no usable value, each with why.", default=()
     )
-    observed_at: str | None = spec_field("When this was observed.", default=None)
+    observed_at: float | None = spec_field("When this was observed.", default=None, timestamp=True)
+
+    def values(self) -> Signals:
+        """The observation without its time (what it says, not when)."""
+        return replace(self, observed_at=None)
+
+    def shape(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Which signals have values and which are missing (and why)."""
+        have = tuple(
+            k
+            for k in (
+                "request_rate",
+                "error_rate",
+                "avg_latency_ms",
+                "queue_time_ms",
+                "p95_latency_ms",
+                "p99_latency_ms",
+            )
+            if getattr(self, k) is not None
+        )
+        return have, self.missing
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -806,21 +834,36 @@ class ScalingStatus:
     observed: float | None = spec_field("Its value, ms.", default=None)
     target: float | None = spec_field("Its target, ms.", default=None)
     reason: str = spec_field("Why.", default="")
-    last_scale_time: str | None = spec_field("When replicas last changed.", default=None)
-    pending_since: str | None = spec_field(
+    last_scale_time: float | None = spec_field(
+        "When replicas last changed.", default=None, timestamp=True
+    )
+    pending_since: float | None = spec_field(
         "Since when the signal has called for the pending direction (stabilisation).",
         default=None,
+        timestamp=True,
     )
     pending_direction: str | None = spec_field("Up or Down while stabilising.", default=None)
     signals: Signals | None = spec_field("What was observed.", default=None)
 
+    @property
+    def code(self) -> str:
+        """The one-word decision code that starts :attr:`reason`."""
+        return self.reason.split(":", 1)[0]
 
-@dataclass(frozen=True, kw_only=True)
+
+@dataclass(frozen=True)
 class RevisionStatus:
     """A model version and image pair."""
 
     version: int = spec_field("Model version.")
     image: str = spec_field("Triton image.")
+
+
+# Rollout phases in which a canary variant exists (RollingBack: its weight is
+# already 0; it is removed once the route no longer sends it traffic).
+IN_FLIGHT = ("Progressing", "Promoting", "RollingBack")
+# Phases in which nothing is rolling out.
+DONE = ("Idle", "Succeeded", "RolledBack")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -840,9 +883,23 @@ class RolloutStatus:
     step: int = spec_field("Index into spec.rollout.steps; -1 before the first.", default=-1)
     canary_weight: int = spec_field("Traffic percent on the canary.", default=0)
     failed_checks: int = spec_field("Failed analysis checks in this rollout.", default=0)
-    step_started_at: str | None = spec_field("When the current step began.", default=None)
-    last_progress_at: str | None = spec_field("When a step last completed.", default=None)
+    step_started_at: float | None = spec_field(
+        "When the current step began.", default=None, timestamp=True
+    )
+    last_progress_at: float | None = spec_field(
+        "When a step last completed.", default=None, timestamp=True
+    )
     message: str = spec_field("What happened last and why.", default="")
+
+    @property
+    def in_flight(self) -> bool:
+        """A canary exists beside the stable variant."""
+        return self.phase in IN_FLIGHT and self.stable is not None and self.canary is not None
+
+    @property
+    def promoted(self) -> bool:
+        """While promoting, main already serves the canary's revision."""
+        return self.phase == "Promoting"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -873,3 +930,92 @@ class InferenceServiceStatus:
     spec_error: str | None = spec_field(
         "Why the spec cannot be served, when it cannot.", default=None
     )
+
+    # ------------------------------------------------------------- the wire
+
+    @classmethod
+    def from_dict(cls, data: Any) -> InferenceServiceStatus:
+        """``.status`` as read from the apiserver (None or {} gives the empty status)."""
+        return load(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``.status`` to write: unset fields and empty lists are left out."""
+        out: dict[str, Any] = to_dict(self, omit_empty=True)
+        return out
+
+    # ----------------------------------------------------------- conditions
+
+    def condition(self, type_: str) -> Condition | None:
+        for c in self.conditions:
+            if c.type == type_:
+                return c
+        return None
+
+    def with_condition(
+        self,
+        type_: str,
+        status: bool | str,
+        reason: str,
+        message: str,
+        now: float,
+        generation: int | None = None,
+    ) -> InferenceServiceStatus:
+        """Set one condition (as meta.SetStatusCondition): lastTransitionTime
+        moves only when its status changes; the order of conditions is kept."""
+        st = ("True" if status else "False") if isinstance(status, bool) else status
+        new = Condition(
+            type=type_,
+            status=st,
+            reason=reason,
+            message=message,
+            last_transition_time=now,
+            observed_generation=generation,
+        )
+        out: list[Condition] = []
+        found = False
+        for c in self.conditions:
+            if c.type != type_:
+                out.append(c)
+                continue
+            found = True
+            if c.status == st and c.last_transition_time is not None:
+                new = replace(new, last_transition_time=c.last_transition_time)
+            out.append(new)
+        if not found:
+            out.append(new)
+        return replace(self, conditions=tuple(out))
+
+    def without_condition(self, type_: str) -> InferenceServiceStatus:
+        return replace(self, conditions=tuple(c for c in self.conditions if c.type != type_))
+
+    def same_as(self, other: InferenceServiceStatus) -> bool:
+        """Equal but for when conditions last changed: nothing worth a write."""
+        return _untimed(self) == _untimed(other)
+
+    # ------------------------------------------------------------- readers
+
+    def scaled_replicas(self) -> dict[str, int]:
+        """Replicas the autoscaler decided and applied, per variant."""
+        return {s.variant: s.desired_replicas for s in self.scaling if s.applied}
+
+    def scaling_for(self, variant: str) -> ScalingStatus | None:
+        for s in self.scaling:
+            if s.variant == variant:
+                return s
+        return None
+
+    def signals_for(self, variant: str) -> Signals | None:
+        for s in self.signals:
+            if s.variant == variant:
+                return s
+        return None
+
+    def variant(self, name: str) -> VariantStatus | None:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        return None
+
+
+def _untimed(s: InferenceServiceStatus) -> InferenceServiceStatus:
+    return replace(s, conditions=tuple(replace(c, last_transition_time=None) for c in s.conditions))

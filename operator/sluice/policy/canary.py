@@ -40,72 +40,26 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Literal
+from typing import Literal
 
-from ..api.v1alpha1 import AnalysisSpec, InferenceServiceSpec, seconds
-from .plan import IN_FLIGHT, Revision, canary_replicas
-from .signals import ERROR_RATE, P99_LATENCY, REQUEST_RATE, Reading, format_time, parse_time
+from ..api.v1alpha1 import (
+    DONE,
+    IN_FLIGHT,
+    AnalysisSpec,
+    InferenceServiceSpec,
+    RolloutStatus,
+    seconds,
+)
+from .events import Event
+from .plan import Revision, canary_replicas
+from .signals import ERROR_RATE, P99_LATENCY, REQUEST_RATE, Reading
 
-DONE = ("Idle", "Succeeded", "RolledBack")
+# status.rollout, typed: the API's own status type (timestamps in epoch seconds).
+Rollout = RolloutStatus
 
 
 def rev(r: Revision | None) -> str:
     return "none" if r is None else f"version {r.version} ({r.image})"
-
-
-@dataclass(frozen=True)
-class Rollout:
-    """status.rollout, typed."""
-
-    phase: str = "Idle"
-    stable: Revision | None = None
-    canary: Revision | None = None
-    step: int = -1
-    canary_weight: int = 0
-    failed_checks: int = 0
-    step_started_at: float | None = None
-    last_progress_at: float | None = None
-    message: str = ""
-
-    @classmethod
-    def from_status(cls, d: Mapping[str, Any] | None) -> Rollout | None:
-        if not d:
-            return None
-
-        def revision(x: Any) -> Revision | None:
-            if not isinstance(x, Mapping) or "version" not in x or "image" not in x:
-                return None
-            return Revision(int(x["version"]), str(x["image"]))
-
-        return cls(
-            phase=str(d.get("phase") or "Idle"),
-            stable=revision(d.get("stable")),
-            canary=revision(d.get("canary")),
-            step=int(d.get("step", -1)),
-            canary_weight=int(d.get("canaryWeight", 0)),
-            failed_checks=int(d.get("failedChecks", 0)),
-            step_started_at=parse_time(d.get("stepStartedAt")),
-            last_progress_at=parse_time(d.get("lastProgressAt")),
-            message=str(d.get("message") or ""),
-        )
-
-    def to_status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "phase": self.phase,
-            "step": self.step,
-            "canaryWeight": self.canary_weight,
-            "failedChecks": self.failed_checks,
-            "message": self.message,
-        }
-        if self.stable is not None:
-            out["stable"] = {"version": self.stable.version, "image": self.stable.image}
-        if self.canary is not None:
-            out["canary"] = {"version": self.canary.version, "image": self.canary.image}
-        if self.step_started_at is not None:
-            out["stepStartedAt"] = format_time(self.step_started_at)
-        if self.last_progress_at is not None:
-            out["lastProgressAt"] = format_time(self.last_progress_at)
-        return out
 
 
 @dataclass(frozen=True)
@@ -132,13 +86,6 @@ class Check:
     # Readings whose absence made the check inconclusive (a metrics problem,
     # as opposed to too little traffic).
     missing: tuple[tuple[str, str, Reading], ...] = ()
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal or Warning
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)

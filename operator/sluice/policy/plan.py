@@ -1,8 +1,9 @@
 """Decide the variants to run, their replicas and their traffic weights.
 
-Pure: the inputs are the parsed spec, what status remembers (the rollout and
-the autoscaler's decisions) and what was observed (ready replicas). The
-shell reads those, calls :func:`plan`, and renders the result.
+Pure: the inputs are the parsed spec, what status remembers (status.rollout,
+typed as :class:`~sluice.api.v1alpha1.RolloutStatus`, and the autoscaler's
+decisions) and what was observed (ready replicas). The shell reads those,
+calls :func:`plan`, and renders the result.
 """
 
 from __future__ import annotations
@@ -11,35 +12,18 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..api.v1alpha1 import CANARY_VARIANT, MAIN_VARIANT, InferenceServiceSpec
+from ..api.v1alpha1 import (
+    CANARY_VARIANT,
+    MAIN_VARIANT,
+    InferenceServiceSpec,
+    RevisionStatus,
+    RolloutStatus,
+)
+from ..api.v1alpha1 import IN_FLIGHT as IN_FLIGHT
 from ..render.plan import Variant
 
-# Phases in which a canary variant exists (RollingBack: its weight is already 0,
-# it is removed once the route no longer sends it traffic).
-IN_FLIGHT = ("Progressing", "Promoting", "RollingBack")
-
-
-@dataclass(frozen=True)
-class Revision:
-    version: int
-    image: str
-
-
-@dataclass(frozen=True)
-class RolloutState:
-    """The parts of status.rollout the plan depends on."""
-
-    phase: str = "Idle"
-    stable: Revision | None = None
-    canary: Revision | None = None
-    canary_weight: int = 0
-    # While promoting, the main variant already serves the canary's revision
-    # and is scaled to full before traffic moves back to it.
-    promoted: bool = False
-
-    @property
-    def in_flight(self) -> bool:
-        return self.phase in IN_FLIGHT and self.stable is not None and self.canary is not None
+# A model version and image pair: the status type itself.
+Revision = RevisionStatus
 
 
 @dataclass(frozen=True)
@@ -56,7 +40,7 @@ def spec_revision(spec: InferenceServiceSpec) -> Revision:
     return Revision(version=spec.model.version, image=spec.triton.image)
 
 
-def main_revision(spec: InferenceServiceSpec, rollout: RolloutState) -> Revision:
+def main_revision(spec: InferenceServiceSpec, rollout: RolloutStatus) -> Revision:
     """What the main variant serves.
 
     With the Canary strategy the main variant stays on the stable revision until
@@ -93,15 +77,15 @@ def canary_replicas(main_replicas: int, share_percent: int) -> int:
 
 def plan(
     spec: InferenceServiceSpec,
-    rollout: RolloutState | None = None,
+    rollout: RolloutStatus | None = None,
     observed: Observed | None = None,
 ) -> list[Variant]:
     observed = observed or Observed()
-    rollout = rollout or RolloutState()
+    rollout = rollout or RolloutStatus()
     variants: list[Variant] = []
 
     if spec.rollout.strategy != "Canary":
-        rollout = RolloutState()  # Rolling: main follows the spec; no canary
+        rollout = RolloutStatus()  # Rolling: main follows the spec; no canary
     main_rev = main_revision(spec, rollout)
     main_replicas = base_replicas(spec, MAIN_VARIANT, observed)
     variants.append(
@@ -144,7 +128,7 @@ def plan(
     return route_weights(variants, observed.ready if observed.ready else None)
 
 
-def canary_share(spec: InferenceServiceSpec, rollout: RolloutState) -> int:
+def canary_share(spec: InferenceServiceSpec, rollout: RolloutStatus) -> int:
     """The traffic percent the canary is sized for: the share it is about to
     receive, before it receives it."""
     return max(rollout.canary_weight, _next_step(spec, rollout.canary_weight))

@@ -36,8 +36,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..api.v1alpha1 import ScalingSpec
-from .signals import REQUEST_RATE, Reading, format_time, parse_time
+from ..api.v1alpha1 import ScalingSpec, ScalingStatus, Signals
+from .signals import REQUEST_RATE, Reading
 
 UP, DOWN = "Up", "Down"
 
@@ -52,16 +52,15 @@ class Previous:
     last_scale_time: float | None = None
 
     @classmethod
-    def from_status(cls, entry: Mapping[str, Any] | None) -> Previous:
-        if not entry:
+    def from_status(cls, entry: ScalingStatus | None) -> Previous:
+        if entry is None:
             return cls()
-        d = entry.get("desiredReplicas")
-        pdir = entry.get("pendingDirection")
+        pdir = entry.pending_direction
         return cls(
-            desired=int(d) if isinstance(d, int) else None,
+            desired=entry.desired_replicas,
             pending_direction=pdir if pdir in (UP, DOWN) else None,
-            pending_since=parse_time(entry.get("pendingSince")),
-            last_scale_time=parse_time(entry.get("lastScaleTime")),
+            pending_since=entry.pending_since,
+            last_scale_time=entry.last_scale_time,
         )
 
 
@@ -99,46 +98,41 @@ class Decision:
     def changes(self) -> bool:
         return self.desired != self.current
 
-    def to_status(self, signals: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "variant": self.variant,
-            "currentReplicas": self.current,
-            "desiredReplicas": self.desired,
-            "applied": self.applied,
-            "metric": self.metric,
-            "target": self.target,
-            "reason": f"{self.code}: {self.reason}",
-        }
-        if self.observed is not None:
-            out["observed"] = round(self.observed, 3)
-        if self.last_scale_time is not None:
-            out["lastScaleTime"] = format_time(self.last_scale_time)
-        if self.pending_direction is not None and self.pending_since is not None:
-            out["pendingDirection"] = self.pending_direction
-            out["pendingSince"] = format_time(self.pending_since)
-        if signals is not None:
-            out["signals"] = dict(signals)
-        return out
+    def to_status(self, signals: Signals | None = None) -> ScalingStatus:
+        pending = self.pending_direction is not None and self.pending_since is not None
+        return ScalingStatus(
+            variant=self.variant,
+            current_replicas=self.current,
+            desired_replicas=self.desired,
+            applied=self.applied,
+            metric=self.metric,
+            target=self.target,
+            reason=f"{self.code}: {self.reason}",
+            observed=None if self.observed is None else round(self.observed, 3),
+            last_scale_time=self.last_scale_time,
+            pending_direction=self.pending_direction if pending else None,
+            pending_since=self.pending_since if pending else None,
+            signals=signals,
+        )
 
 
-def significant(entry: Mapping[str, Any]) -> tuple[Any, ...]:
+def significant(entry: ScalingStatus) -> tuple[Any, ...]:
     """The parts of a status.scaling entry whose change is worth a status write.
 
     Observed values move every cycle; they are rewritten only with a decision
     that changes or when the shell refreshes them.
     """
-    reason = str(entry.get("reason", ""))
     return (
-        entry.get("variant"),
-        entry.get("currentReplicas"),
-        entry.get("desiredReplicas"),
-        entry.get("applied"),
-        entry.get("metric"),
-        entry.get("target"),
-        reason.split(":", 1)[0],
-        entry.get("pendingDirection"),
-        entry.get("pendingSince"),
-        entry.get("lastScaleTime"),
+        entry.variant,
+        entry.current_replicas,
+        entry.desired_replicas,
+        entry.applied,
+        entry.metric,
+        entry.target,
+        entry.code,
+        entry.pending_direction,
+        entry.pending_since,
+        entry.last_scale_time,
     )
 
 

@@ -18,11 +18,15 @@ peak: kedacore/keda#3065).
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+# Re-exported: the one status timestamp format.
+from ..api.schema import format_time as format_time
+from ..api.schema import parse_time as parse_time
+from ..api.v1alpha1 import Signals
 
 REQUEST_RATE = "requestRate"
 ERROR_RATE = "errorRate"
@@ -228,6 +232,13 @@ class Observations:
         return {s: self.reading(key, s) for s in SIGNALS}
 
 
+def not_configured() -> Observations:
+    """What a cycle observes when no Prometheus is configured: every signal an error."""
+    return Observations(
+        dict.fromkeys(SIGNALS, error("no Prometheus is configured (sluice run --prometheus-url)"))
+    )
+
+
 def merge(base: Observations, override: Mapping[str, dict[Key, Reading] | Reading]) -> Observations:
     """``base`` with the signals of ``override`` replaced (custom per-service queries)."""
     return Observations({**base.by_signal, **override})
@@ -236,12 +247,12 @@ def merge(base: Observations, override: Mapping[str, dict[Key, Reading] | Readin
 # -------------------------------------------------------------------- status
 
 _STATUS_FIELDS = {
-    REQUEST_RATE: "requestRate",
-    ERROR_RATE: "errorRate",
-    AVG_LATENCY: "avgLatencyMs",
-    QUEUE_TIME: "queueTimeMs",
-    P95_LATENCY: "p95LatencyMs",
-    P99_LATENCY: "p99LatencyMs",
+    REQUEST_RATE: "request_rate",
+    ERROR_RATE: "error_rate",
+    AVG_LATENCY: "avg_latency_ms",
+    QUEUE_TIME: "queue_time_ms",
+    P95_LATENCY: "p95_latency_ms",
+    P99_LATENCY: "p99_latency_ms",
 }
 
 
@@ -253,49 +264,22 @@ def _round(x: float) -> float:
 
 
 def to_status(
-    readings: Mapping[str, Reading], observed_at: str, variant: str | None = None
-) -> dict[str, Any]:
+    readings: Mapping[str, Reading], observed_at: float, variant: str | None = None
+) -> Signals:
     """A status ``Signals`` object: the values, and each missing signal with why."""
-    out: dict[str, Any] = {}
-    if variant is not None:
-        out["variant"] = variant
+    values: dict[str, float] = {}
     missing: list[str] = []
     for s in SIGNALS:
         r = readings.get(s)
         if r is None:
             continue
         if r.ok:
-            out[_STATUS_FIELDS[s]] = _round(r.num())
+            values[_STATUS_FIELDS[s]] = _round(r.num())
         else:
             missing.append(f"{s}: {r.describe()}")
-    if missing:
-        out["missing"] = missing
-    out["observedAt"] = observed_at
-    return out
+    return Signals(variant=variant, missing=tuple(missing), observed_at=observed_at, **values)
 
 
 def describe_missing(items: Iterable[tuple[str, str, Reading]]) -> str:
     """'main p99LatencyMs: no data (...)' lines joined, for conditions and events."""
     return "; ".join(f"{variant} {signal}: {r.describe()}" for variant, signal, r in items)
-
-
-# ---------------------------------------------------------------------- time
-
-
-def format_time(t: float) -> str:
-    """Epoch seconds as RFC 3339 UTC with milliseconds (status timestamps)."""
-    d = dt.datetime.fromtimestamp(t, dt.UTC)
-    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
-
-
-def parse_time(s: Any) -> float | None:
-    """RFC 3339 (as written by :func:`format_time` or Kubernetes) to epoch seconds."""
-    if not isinstance(s, str) or not s:
-        return None
-    try:
-        d = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=dt.UTC)
-    return d.timestamp()

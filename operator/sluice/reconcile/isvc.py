@@ -4,19 +4,19 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
-from collections.abc import Mapping
 from typing import Any
 
 from .. import observability
 from ..api.schema import SpecError
-from ..api.v1alpha1 import API_VERSION, KIND, check_name, parse_spec
+from ..api.v1alpha1 import API_VERSION, KIND, InferenceServiceStatus, check_name, parse_spec
 from ..policy import readiness
 from ..render import LABEL_ISVC, LABEL_VARIANT, selector
 from . import deployments, httproute, podmonitor, services
 from .apply import SyncResult
-from .desired import desired, meta_of, rollout_state
-from .kube import Kube, now
+from .desired import desired, meta_of
+from .kube import Kube
 
 log = logging.getLogger("sluice.reconcile")
 
@@ -54,9 +54,12 @@ class Reconciler:
             self._invalid(obj, str(e))
             return
 
+        recorded = InferenceServiceStatus.from_dict(obj.get("status"))
         ready_now = deployments.ready_counts(self.kube, meta)
         pm_wanted = podmonitor.wanted(spec.monitoring.pod_monitor, podmonitor.available(self.kube))
-        variants, objs = desired(obj, spec, ready=ready_now, with_podmonitor=pm_wanted)
+        variants, objs = desired(
+            obj, spec, ready=ready_now, with_podmonitor=pm_wanted, status=recorded
+        )
         by_kind: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for o in objs:
             by_kind[o["kind"]].append(o)
@@ -97,21 +100,20 @@ class Reconciler:
             self.kube.event(obj, "Normal", "Reconciled", "; ".join(parts))
 
         states = deployments.observe_all(dep)
-        in_flight = rollout_state(obj.get("status")).in_flight
+        in_flight = recorded.rollout is not None and recorded.rollout.in_flight
         problems: dict[str, str] = {}
-        if any(
-            v.name not in states or not states[v.name].rolled_out(v.replicas) for v in variants
-        ):
+        if any(v.name not in states or not states[v.name].rolled_out(v.replicas) for v in variants):
             problems = readiness.pod_problems(
                 self.kube.list("v1", "Pod", meta.namespace, f"{LABEL_ISVC}={meta.name}"),
                 LABEL_VARIANT,
             )
 
-        def mutate(live: dict[str, Any], status: dict[str, Any]) -> dict[str, Any] | None:
-            return _without_churn(
-                status,
+        def mutate(live: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any] | None:
+            current = InferenceServiceStatus.from_dict(raw)
+            return _write(
+                current,
                 readiness.served_status(
-                    status,
+                    current,
                     model=spec.model.name,
                     variants=variants,
                     states=states,
@@ -120,46 +122,35 @@ class Reconciler:
                     selector=",".join(f"{k}={v}" for k, v in selector(meta, "main").items()),
                     route=route,
                     rollout_in_flight=in_flight,
-                    now=now(),
+                    now=time.time(),
                     problems=problems,
                 ),
             )
 
-        before = readiness.get_condition((obj.get("status") or {}).get("conditions") or [], "Ready")
+        before = recorded.condition("Ready")
         after_obj = self.kube.update_status(API_VERSION, KIND, meta.namespace, meta.name, mutate)
-        after = readiness.get_condition(
-            ((after_obj or {}).get("status") or {}).get("conditions") or [], "Ready"
-        )
-        if after and (before is None or before.get("status") != after.get("status")):
-            kind = "Normal" if after.get("status") == "True" else "Warning"
-            if after.get("status") == "True" or before is not None:
-                self.kube.event(obj, kind, f"Ready{after['status']}", after.get("message", ""))
+        after = InferenceServiceStatus.from_dict((after_obj or {}).get("status")).condition("Ready")
+        if after and (before is None or before.status != after.status):
+            kind = "Normal" if after.is_true else "Warning"
+            if after.is_true or before is not None:
+                self.kube.event(obj, kind, f"Ready{after.status}", after.message)
 
     def _invalid(self, obj: dict[str, Any], error: str) -> None:
         meta = meta_of(obj)
         log.warning("%s/%s: %s", meta.namespace, meta.name, error)
-        previous = (obj.get("status") or {}).get("specError")
+        previous = InferenceServiceStatus.from_dict(obj.get("status")).spec_error
 
-        def mutate(live: dict[str, Any], status: dict[str, Any]) -> dict[str, Any] | None:
+        def mutate(live: dict[str, Any], raw: dict[str, Any]) -> dict[str, Any] | None:
             gen = int(live["metadata"].get("generation") or 0)
-            return _without_churn(status, readiness.invalid_spec_status(status, error, gen, now()))
+            current = InferenceServiceStatus.from_dict(raw)
+            return _write(current, readiness.invalid_spec_status(current, error, gen, time.time()))
 
         self.kube.update_status(API_VERSION, KIND, meta.namespace, meta.name, mutate)
         if previous != error:
             self.kube.event(obj, "Warning", "InvalidSpec", error)
 
 
-def _without_churn(old: Mapping[str, Any], new: dict[str, Any]) -> dict[str, Any] | None:
-    """None when ``new`` differs from ``old`` only in condition timestamps."""
-    if _strip_times(old) == _strip_times(new):
-        return None
-    return new
-
-
-def _strip_times(status: Mapping[str, Any]) -> Any:
-    out = dict(status)
-    out["conditions"] = [
-        {k: v for k, v in c.items() if k != "lastTransitionTime"}
-        for c in status.get("conditions") or []
-    ]
-    return out
+def _write(old: InferenceServiceStatus, new: InferenceServiceStatus) -> dict[str, Any] | None:
+    """The status to write, or None when ``new`` differs from ``old`` only in
+    when conditions last changed."""
+    return None if new.same_as(old) else new.to_dict()
