@@ -33,6 +33,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from ..api.v1alpha1 import (
+    BASELINE_VARIANT,
     CANARY_VARIANT,
     MAIN_VARIANT,
     InferenceServiceSpec,
@@ -77,6 +78,8 @@ class ControlConfig:
     signals_refresh: float = 60.0
     # Whether a Prometheus is configured at all (sluice run --prometheus-url).
     prometheus_configured: bool = True
+    # The {window} of every rate() (s): the judge takes one batch of evidence per window.
+    rate_window_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +99,17 @@ class ServiceInput:
     # Every pod of the service (all variants).
     pods: Sequence[PodState] = ()
     config: ControlConfig = field(default_factory=ControlConfig)
+    # metadata.annotations: the one-shot rollout requests (sluice.dev/abort, ...).
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    def requests(self) -> dict[str, str]:
+        """One-shot request tokens by kind, from the annotations."""
+        out = {}
+        for kind in ("abort", "promote", "retry"):
+            v = self.annotations.get(f"sluice.dev/{kind}")
+            if v:
+                out[kind] = str(v)
+        return out
 
     def readings(self, variant: str) -> dict[str, sig.Reading]:
         if self.observations is None:
@@ -212,7 +226,21 @@ def canary_world(inp: ServiceInput, before: Sequence[Variant]) -> canary_policy.
         routed_canary_weight=routed,
         canary=inp.readings(CANARY_VARIANT),
         stable=inp.readings(MAIN_VARIANT),
+        baseline=inp.readings(BASELINE_VARIANT),
+        baseline_ready=_baseline_ready(inp, prev),
+        window_seconds=inp.config.rate_window_seconds,
+        requests=inp.requests(),
     )
+
+
+def _baseline_ready(inp: ServiceInput, prev: RolloutStatus | None) -> int:
+    """Ready baseline pods that run the stable revision."""
+    dep = inp.deployments.get(BASELINE_VARIANT)
+    if prev is None or prev.stable is None or dep is None:
+        return 0
+    if dep.version != prev.stable.version or dep.image != prev.stable.image:
+        return 0
+    return dep.current_ready
 
 
 def canary_step(inp: ServiceInput, before: Sequence[Variant], now: float) -> canary_policy.Outcome:
