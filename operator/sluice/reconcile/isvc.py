@@ -33,6 +33,13 @@ class Reconciler:
         with self._locks_guard:
             return self._locks[(namespace, name)]
 
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop the lock of a deleted object (keeps memory bounded under churn)."""
+        with self._locks_guard:
+            lock = self._locks.get((namespace, name))
+            if lock is not None and not lock.locked():
+                del self._locks[(namespace, name)]
+
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.kube.get(API_VERSION, KIND, namespace, name)
 
