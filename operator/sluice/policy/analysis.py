@@ -129,6 +129,18 @@ class Comparison:
     def describe(self) -> str:
         return "; ".join(j.describe() for j in self.judgements)
 
+    def worse(self) -> list[J.Judgement]:
+        """Signals on which the candidate is shown worse but not yet shown within
+        tolerance (nor beyond it): a step waits for the evidence to decide."""
+        out = []
+        for j in self.judgements:
+            if j.lower is None or j.upper is None or j.verdict == "Pass":
+                continue
+            zero = 0.0 if j.kind == "proportion" else 1.0
+            if (j.lower > zero) if j.direction == "lower" else (j.upper < zero):
+                out.append(j)
+        return out
+
     def gated(self) -> bool:
         """Whether some signal still lacks the minimum sample."""
         return any(j.reason.startswith("minimum sample") for j in self.judgements)

@@ -57,7 +57,7 @@ from ..api.v1alpha1 import (
 from . import analysis as an
 from .events import Event
 from .plan import Revision, baseline_share, canary_replicas
-from .signals import ERROR_RATE, P99_LATENCY, REQUEST_RATE, Reading
+from .signals import ERROR_RATE, P99_LATENCY, REQUEST_RATE, Reading, describe_missing
 
 # status.rollout, typed: the API's own status type (timestamps in epoch seconds).
 Rollout = RolloutStatus
@@ -408,6 +408,15 @@ def _progressing(spec: InferenceServiceSpec, r: Rollout, w: World, now: float) -
         )
         return replace(back, events=(*events, *back.events), check=check)
 
+    if check.missing:
+        # Never act on missing data: no step, no promotion (a Fail above needs none).
+        msg = (
+            f"analysis at {r.canary_weight}% is inconclusive: "
+            + describe_missing(check.missing)
+            + f"; weight held (progressDeadline {a.progress_deadline})"
+        )
+        return Outcome(replace(r, message=msg), tuple(events), check)
+
     if ro.paused:
         msg = f"paused (spec.rollout.paused) at {r.canary_weight}%: {cmp.verdict} so far"
         return Outcome(replace(r, message=msg), tuple(events), check)
@@ -437,6 +446,14 @@ def _progressing(spec: InferenceServiceSpec, r: Rollout, w: World, now: float) -
         msg = (
             f"analysis at {r.canary_weight}% has too few samples to move on: {cmp.describe()}; "
             f"weight held (progressDeadline {a.progress_deadline})"
+        )
+        return Outcome(replace(r, message=msg), tuple(events), check)
+    worse = cmp.worse()
+    if worse:
+        msg = (
+            f"analysis at {r.canary_weight}%: the canary is worse than the baseline, so far "
+            "within tolerance: " + "; ".join(j.describe() for j in worse) + "; weight held "
+            f"until the evidence decides (progressDeadline {a.progress_deadline})"
         )
         return Outcome(replace(r, message=msg), tuple(events), check)
     need = canary_replicas(w.main_replicas, steps[nxt])

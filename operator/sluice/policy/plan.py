@@ -35,6 +35,8 @@ class Observed:
     scaled: Mapping[str, int] = field(default_factory=dict)
     # Ready pods per variant.
     ready: Mapping[str, int] = field(default_factory=dict)
+    # An A/B winner promoted to main (status.experiment.promoted, promoteWinner).
+    promoted: Revision | None = None
 
 
 def spec_revision(spec: InferenceServiceSpec) -> Revision:
@@ -88,6 +90,8 @@ def plan(
     if spec.rollout.strategy != "Canary":
         rollout = RolloutStatus()  # Rolling: main follows the spec; no canary
     main_rev = main_revision(spec, rollout)
+    if observed.promoted is not None and spec.rollout.strategy != "Canary":
+        main_rev = observed.promoted
     main_replicas = base_replicas(spec, MAIN_VARIANT, observed)
     variants.append(
         Variant(
