@@ -159,7 +159,6 @@ def decide(inp: ServiceInput, now: float) -> ServiceDecision:
     # 1. The canary state machine.
     outcome = canary_step(inp, plan(spec, old.rollout, observed), now)
     events.extend(outcome.events)
-    new = replace(old, rollout=outcome.rollout, experiment=experiment)
 
     # 2. The plan that follows from it.
     variants = plan(spec, outcome.rollout, observed)
@@ -172,21 +171,26 @@ def decide(inp: ServiceInput, now: float) -> ServiceDecision:
         step = scaling_step(inp, variants, outcome.rollout, now)
         events.extend(step.events)
         missing.extend(step.missing)
-        new = replace(new, scaling=step.entries)
+        scaling = step.entries
     else:
-        new = replace(new, scaling=())
+        scaling = ()
 
     # 4. Signals side by side, and whether the decisions had what they need.
     if uses_metrics(spec) and inp.observations is not None:
         rows, rate_missing = signal_rows(inp, variants, now)
         missing.extend(rate_missing)
-        new = replace(new, signals=rows)
+        new = replace(
+            old, rollout=outcome.rollout, experiment=experiment, scaling=scaling, signals=rows
+        )
         new, ev = metrics_condition(
             new, missing, now, inp.generation, configured=inp.config.prometheus_configured
         )
         events.extend(ev)
     else:
-        new = replace(new, signals=()).without_condition(METRICS_CONDITION)
+        new = replace(
+            old, rollout=outcome.rollout, experiment=experiment, scaling=scaling, signals=()
+        )
+        new = new.without_condition(METRICS_CONDITION)
 
     cc = canary_policy.condition(outcome.rollout)
     if cc is None:
@@ -450,7 +454,7 @@ def _outdated(old: Signals | None, new: Signals | None, now: float, refresh: flo
     return t is None or now - t >= refresh
 
 
-def _values(row: Signals | None) -> Signals | None:
+def _values(row: Signals | None) -> tuple[object, ...] | None:
     return None if row is None else row.values()
 
 
