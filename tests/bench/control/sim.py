@@ -248,7 +248,7 @@ def _view(fleet: Fleet, prom: Prometheus, sc: Scenario, variant: str, t: float) 
         PodInfo(
             created=p.created,
             ready=p.ready_at <= t,
-            ready_at=p.ready_at if p.ready_at <= t else None,
+            ready_at=p.since if p.ready_at <= t else None,
         )
         for p in live
     )
