@@ -216,7 +216,7 @@ class Prometheus:
         self, t: float, window: str = "1m", queries: Mapping[str, str] | None = None
     ) -> sig.Observations:
         """What the operator's observe() builds from one fleet-wide query per signal."""
-        templates = dict(queries or sig.BUILTIN_QUERIES)
+        templates = dict(sig.BUILTIN_QUERIES if queries is None else queries)
         sel = sig.fleet_selector(())
         by: dict[str, dict[sig.Key, sig.Reading] | sig.Reading] = {}
         for s, tmpl in templates.items():
@@ -228,7 +228,7 @@ class Prometheus:
     ) -> dict[str, sig.Reading]:
         obs = self.observations(t, window, queries)
         key = (self.namespace, self.service, variant)
-        names = list(queries or sig.BUILTIN_QUERIES)
+        names = list(sig.BUILTIN_QUERIES if queries is None else queries)
         return {s: obs.reading(key, s) for s in names}
 
 
