@@ -68,4 +68,10 @@ def cycle(
         ),
         now,
     )
-    return (None if out.status is None else out.status.to_dict()), list(out.events)
+    if out.status is None:
+        return None, list(out.events)
+    wire = out.status.to_dict()
+    # What is written reads back as exactly what was decided: a simulator that
+    # carries the typed status sees what the operator would.
+    assert InferenceServiceStatus.from_dict(wire) == out.status
+    return wire, list(out.events)

@@ -11,10 +11,16 @@ default would rewrite the user's object and make GitOps tools show drift.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from . import validation as val
 from .schema import Rule, SpecError, load, parse, spec_field, to_dict
+from .validation import DNS_LABEL as DNS_LABEL
+from .validation import DURATION as DURATION
+from .validation import MODEL_NAME as MODEL_NAME
+from .validation import REPOSITORY as REPOSITORY
+from .validation import seconds as seconds
 
 GROUP = "sluice.dev"
 VERSION = "v1alpha1"
@@ -26,24 +32,12 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 MAIN_VARIANT = "main"
 CANARY_VARIANT = "canary"
+BASELINE_VARIANT = "baseline"  # the stable revision beside a canary (spec.rollout.baseline)
 RESERVED_VARIANTS = (MAIN_VARIANT, CANARY_VARIANT)
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51
 
-DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
-DURATION = r"^([0-9]+(ms|s|m|h))+$"
-QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
-MODEL_NAME = r"^[A-Za-z0-9_.-]+$"
-REPOSITORY = r"^(s3|gs|as|pvc)://.+$"
 MIG_PROFILE = r"^[0-9]+g\.[0-9]+gb$"
-
-_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def seconds(duration: str) -> float:
-    """``"1m30s"`` -> 90.0. The pattern :data:`DURATION` guarantees the form."""
-    return sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(duration))
 
 
 # ----------------------------------------------------------------------- model
@@ -57,11 +51,14 @@ class S3Spec:
         "Endpoint of an S3-compatible store, with scheme and port, for example "
         "http://minio.storage:9000. Empty for AWS S3 itself.",
         default=None,
-        pattern=r"^https?://[^/]+$",
+        pattern=val.S3_ENDPOINT,
         max_length=253,
     )
     region: str | None = spec_field(
-        "Region passed to Triton as AWS_DEFAULT_REGION.", default=None, max_length=63
+        "Region passed to Triton as AWS_DEFAULT_REGION.",
+        default=None,
+        pattern=r"^[-A-Za-z0-9_]+$",
+        max_length=63,
     )
 
 
@@ -73,6 +70,7 @@ class ModelSpec:
         "Model name as it appears in the Triton model repository (the folder name).",
         pattern=MODEL_NAME,
         max_length=128,
+        rules=(val.MODEL_NAME_RULE,),
     )
     repository: str = spec_field(
         "Model repository URL. s3://bucket/path, gs://bucket/path and as://account/"
@@ -80,6 +78,7 @@ class ModelSpec:
         "PersistentVolumeClaim read-only and serves from <path> inside it.",
         pattern=REPOSITORY,
         max_length=1024,
+        rules=(val.REPOSITORY_RULE,),
     )
     version: int = spec_field(
         "The model version to serve (a numbered folder in the model's directory). Each "
@@ -94,7 +93,7 @@ class ModelSpec:
         "AWS_SECRET_ACCESS_KEY for s3://, AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY "
         "for as://); a key named gcs.json is mounted as the Google credentials file.",
         default=None,
-        pattern=DNS_LABEL.replace("[-a-z0-9]", "[-.a-z0-9]"),
+        pattern=val.DNS_SUBDOMAIN,
         max_length=253,
     )
     s3: S3Spec | None = spec_field("Settings for s3:// repositories.", default=None)
@@ -134,18 +133,21 @@ class Resources:
     """CPU and memory for each Triton container (requests equal limits: Guaranteed QoS)."""
 
     cpu: str = spec_field(
-        "CPU cores, as a Kubernetes quantity.",
+        "CPU cores, as a Kubernetes quantity (for example 4 or 500m), from 1m to 1024.",
         default="4",
         int_or_string=True,
-        pattern=QUANTITY,
+        pattern=val.CPU_QUANTITY,
         max_length=32,
+        rules=(val.quantity_range("1m", "1024"),),
     )
     memory: str = spec_field(
-        "Memory, as a Kubernetes quantity.",
+        "Memory, as a Kubernetes quantity in bytes (for example 16Gi), from 1Mi to 64Ti. "
+        "The milli suffix m is refused: 1m would be a thousandth of a byte.",
         default="16Gi",
         int_or_string=True,
-        pattern=QUANTITY,
+        pattern=val.MEMORY_QUANTITY,
         max_length=32,
+        rules=(val.quantity_range("1Mi", "64Ti"),),
     )
 
 
@@ -157,22 +159,33 @@ class TritonSpec:
         "Triton server image, pinned to a tag or digest.",
         default=DEFAULT_TRITON_IMAGE,
         max_length=512,
-        pattern=r"^\S+$",
+        pattern=val.IMAGE,
     )
     resources: Resources = spec_field(
         "CPU and memory for each Triton container.", default_factory=Resources
     )
     args: tuple[str, ...] = spec_field(
-        "Extra tritonserver arguments, appended after Sluice's own.",
+        "Extra tritonserver arguments, appended after Sluice's own. Flags Sluice renders "
+        "itself are refused (repository, model control mode, load-model, ports, "
+        "allow-http/allow-metrics, strict readiness, exit-on-error and the "
+        "summary_* metrics settings), abbreviations included: they would turn off the "
+        "version pinning or blind the probes and the autoscaler.",
         default=(),
         max_items=64,
+        pattern=val.PRINTABLE,
+        max_length=1024,
+        rules=(val.ARGS_RULE,),
     )
     env: tuple[EnvVar, ...] = spec_field(
-        "Extra environment variables for the Triton container.",
+        "Extra environment variables for the Triton container. SLUICE_MODEL and "
+        "SLUICE_MODEL_VERSION are Sluice's (SLUICE_LOAD_RETRY_SECONDS is the user's to "
+        "set); AWS_DEFAULT_REGION comes from model.s3.region and "
+        "GOOGLE_APPLICATION_CREDENTIALS from model.credentialsSecret when those are set.",
         default=(),
         max_items=64,
         list_type="map",
         list_map_keys=("name",),
+        rules=(val.ENV_RULE,),
     )
     startup_timeout_seconds: int = spec_field(
         "How long a pod may take to start and load its model before Kubernetes "
@@ -204,7 +217,7 @@ class GpuSpec:
         "Empty: any GPU.",
         default=(),
         max_items=16,
-        pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$",
+        pattern=val.NONEMPTY_LABEL_VALUE,
     )
     mig_profile: str | None = spec_field(
         "A MIG profile such as 1g.10gb: pods request nvidia.com/mig-<profile> instead "
@@ -361,7 +374,11 @@ class VariantModel:
 
     version: int | None = spec_field("Model version this variant serves.", default=None, minimum=1)
     repository: str | None = spec_field(
-        "Model repository of this variant.", default=None, pattern=REPOSITORY, max_length=1024
+        "Model repository of this variant.",
+        default=None,
+        pattern=REPOSITORY,
+        max_length=1024,
+        rules=(val.REPOSITORY_RULE,),
     )
 
 
@@ -370,7 +387,7 @@ class VariantTriton:
     """What a variant changes about the Triton server."""
 
     image: str | None = spec_field(
-        "Triton image of this variant.", default=None, max_length=512, pattern=r"^\S+$"
+        "Triton image of this variant.", default=None, max_length=512, pattern=val.IMAGE
     )
 
 
@@ -425,16 +442,43 @@ class AnalysisSpec:
         minimum=0.1,
     )
     max_latency_ratio: float = spec_field(
-        "The canary's tail latency may be at most this multiple of the stable variant's.",
-        default=1.5,
+        "The canary's latencies (mean and the tail metric) may be at most this multiple of "
+        "the baseline's (1.2 = up to 20% slower): the tolerance of the sequential test. The "
+        "canary fails when it is slower than this with the stated confidence, and passes "
+        "only when it is shown to be within it.",
+        default=1.2,
         minimum=1,
         maximum=100,
     )
     max_error_rate: float = spec_field(
-        "Largest acceptable fraction of failed requests (0.01 = 1%).",
+        "Absolute limit on the canary's fraction of failed requests (0.01 = 1%): it fails "
+        "when its error rate is above this with the stated confidence.",
         default=0.01,
         minimum=0,
         maximum=1,
+    )
+    max_error_rate_increase: float = spec_field(
+        "The canary may fail at most this fraction of requests more than the baseline "
+        "(0.01 = one percentage point): the tolerance of the sequential test on the two "
+        "error rates, computed from Triton's success and failure counts.",
+        default=0.01,
+        minimum=0.0001,
+        maximum=1,
+    )
+    confidence: float = spec_field(
+        "Confidence of every verdict, valid however often the analysis looks (a sequential "
+        "test, checked every control cycle). 0.99: a canary as good as the baseline is "
+        "failed on a signal in at most 1% of rollouts.",
+        default=0.99,
+        minimum=0.8,
+        maximum=0.9999,
+    )
+    min_samples: int = spec_field(
+        "Requests each side (canary and baseline) must have served before a signal can "
+        "pass. A clear regression fails earlier.",
+        default=500,
+        minimum=1,
+        maximum=100000000,
     )
     min_request_rate: float = spec_field(
         "Requests per second the canary must receive for a check to count. Below it the "
@@ -443,7 +487,8 @@ class AnalysisSpec:
         minimum=0,
     )
     failure_threshold: int = spec_field(
-        "Failed checks after which the canary is rolled back.",
+        "Unused since verdicts accumulate evidence over the rollout (a failed signal rolls "
+        "back at once); kept for compatibility.",
         default=3,
         minimum=1,
         maximum=100,
@@ -453,7 +498,8 @@ class AnalysisSpec:
         "canary gets no traffic or metrics) is rolled back.",
         default="30m",
         pattern=DURATION,
-        max_length=32,
+        max_length=val.DURATION_MAX_LENGTH,
+        rules=(val.duration_range("1s", "168h"),),
     )
 
 
@@ -480,10 +526,25 @@ class RolloutSpec:
         "Time at each step before the next analysis decides, for example 60s or 2m.",
         default="60s",
         pattern=DURATION,
-        max_length=32,
+        max_length=val.DURATION_MAX_LENGTH,
+        rules=(val.duration_range("1s", "24h"),),
     )
     analysis: AnalysisSpec = spec_field(
         "Checks the canary must pass.", default_factory=AnalysisSpec
+    )
+    baseline: bool = spec_field(
+        "Run a baseline variant beside the canary: the stable revision with the canary's "
+        "replicas and traffic share, started and removed with it, so canary and baseline "
+        "see the same per-pod load and the comparison is like with like (Kayenta's "
+        "design). false compares the canary with the main variant, at whatever load each "
+        "has.",
+        default=True,
+    )
+    paused: bool = spec_field(
+        "Hold the rollout where it is: no step, no promotion (evidence still accumulates "
+        "and a failed signal still rolls back). A declarative state, kept in git; remove "
+        "it (or set false) to resume. sluice pause|resume NAME set it.",
+        default=False,
     )
 
     RULES = (
@@ -527,7 +588,7 @@ class HeaderMatch:
     header: str = spec_field(
         "Header name.", pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", max_length=256
     )
-    value: str = spec_field("Exact header value.", max_length=4096)
+    value: str = spec_field("Exact header value.", min_length=1, max_length=4096)
     variant: str = spec_field("Variant that serves matching requests.", pattern=DNS_LABEL)
 
 
@@ -551,9 +612,14 @@ class RouterSpec:
         default=(),
         max_items=16,
         pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        max_length=253,
     )
     path_prefix: str = spec_field(
-        "Path prefix the route matches.", default="/", pattern=r"^/\S*$", max_length=1024
+        "Path prefix the route matches, an absolute path as the Gateway API accepts it.",
+        default="/",
+        pattern=val.PATH_PREFIX,
+        max_length=1024,
+        rules=(val.PATH_PREFIX_RULE,),
     )
     header_matches: tuple[HeaderMatch, ...] = spec_field(
         "Header rules for sticky A/B.", default=(), max_items=8
@@ -609,31 +675,223 @@ class MonitoringSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Toleration:
+    """A toleration of a node taint, as in a pod spec."""
+
+    key: str | None = spec_field(
+        "Taint key; empty with operator Exists tolerates every taint.",
+        default=None,
+        pattern="^(" + val.QUALIFIED_NAME[1:-1] + ")?$",
+        max_length=317,
+    )
+    operator: str | None = spec_field(
+        "Exists or Equal (default Equal).", default=None, enum=("Exists", "Equal")
+    )
+    value: str | None = spec_field(
+        "Taint value (Equal only).", default=None, pattern=val.LABEL_VALUE, max_length=63
+    )
+    effect: str | None = spec_field(
+        "Taint effect to tolerate; unset: all.",
+        default=None,
+        enum=("NoSchedule", "PreferNoSchedule", "NoExecute"),
+    )
+    toleration_seconds: int | None = spec_field(
+        "How long a NoExecute taint is tolerated before eviction.", default=None
+    )
+
+    RULES = (
+        Rule(
+            cel="!has(self.operator) || self.operator != 'Exists' || "
+            "!has(self.value) || self.value == ''",
+            message="a toleration with operator Exists must not have a value",
+            check=lambda t: t.operator != "Exists" or not t.value,
+            field_path="value",
+        ),
+        Rule(
+            cel="(has(self.key) && self.key != '') || "
+            "(has(self.operator) && self.operator == 'Exists')",
+            message="a toleration without a key must have operator Exists",
+            check=lambda t: bool(t.key) or t.operator == "Exists",
+            field_path="operator",
+        ),
+        Rule(
+            cel="!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            message="tolerationSeconds needs effect NoExecute",
+            check=lambda t: t.toleration_seconds is None or t.effect == "NoExecute",
+            field_path="effect",
+        ),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeSelectorRequirement:
+    """One node label expression."""
+
+    key: str = spec_field("Node label key.", pattern=val.QUALIFIED_NAME, max_length=317)
+    operator: str = spec_field(
+        "How the label is compared.", enum=("In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt")
+    )
+    values: tuple[str, ...] = spec_field(
+        "Label values (In, NotIn; one integer for Gt, Lt).",
+        default=(),
+        max_items=64,
+        pattern=val.LABEL_VALUE,
+        max_length=63,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeSelectorTerm:
+    """Expressions that must all hold on a node."""
+
+    match_expressions: tuple[NodeSelectorRequirement, ...] = spec_field(
+        "Node label expressions.", default=(), max_items=32
+    )
+    match_fields: tuple[NodeSelectorRequirement, ...] = spec_field(
+        "Node field expressions (metadata.name).", default=(), max_items=8
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeSelector:
+    """Terms of which at least one must hold."""
+
+    node_selector_terms: tuple[NodeSelectorTerm, ...] = spec_field(
+        "Terms, ORed.", min_items=1, max_items=16
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreferredSchedulingTerm:
+    """A weighted node preference."""
+
+    weight: int = spec_field("Weight.", minimum=1, maximum=100)
+    preference: NodeSelectorTerm = spec_field("The preferred node term.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeAffinity:
+    """Node affinity, as in a pod spec."""
+
+    required_during_scheduling_ignored_during_execution: NodeSelector | None = spec_field(
+        "Nodes the pods may run on. Sluice adds the GPU product expression to each term.",
+        default=None,
+    )
+    preferred_during_scheduling_ignored_during_execution: tuple[PreferredSchedulingTerm, ...] = (
+        spec_field("Weighted node preferences.", default=(), max_items=16)
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Affinity:
+    """Affinity terms, as in a pod spec."""
+
+    node_affinity: NodeAffinity | None = spec_field(
+        "Node affinity, merged with the GPU product node affinity.", default=None
+    )
+    pod_affinity: dict[str, Any] | None = spec_field(
+        "Pod affinity, passed through (Kubernetes validates it when the Deployment is "
+        "applied; a refusal is reported in the Ready condition).",
+        default=None,
+        preserve_unknown=True,
+    )
+    pod_anti_affinity: dict[str, Any] | None = spec_field(
+        "Pod anti-affinity, passed through like podAffinity.",
+        default=None,
+        preserve_unknown=True,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class PodTemplate:
     """Pod settings passed through to every Triton pod."""
 
-    labels: dict[str, str] = spec_field("Extra pod labels.", default_factory=dict)
-    annotations: dict[str, str] = spec_field("Extra pod annotations.", default_factory=dict)
+    labels: dict[str, str] = spec_field(
+        "Extra pod labels. Sluice's own labels (sluice.dev/*, app.kubernetes.io/*) win.",
+        default_factory=dict,
+        max_properties=64,
+        value_pattern=val.LABEL_VALUE,
+        value_max_length=63,
+        rules=(val.map_keys_rule(),),
+    )
+    annotations: dict[str, str] = spec_field(
+        "Extra pod annotations.",
+        default_factory=dict,
+        max_properties=64,
+        value_max_length=65536,
+        rules=(val.map_keys_rule(),),
+    )
     service_account_name: str | None = spec_field(
-        "ServiceAccount the pods run as.", default=None, max_length=253
+        "ServiceAccount the pods run as.",
+        default=None,
+        pattern=val.DNS_SUBDOMAIN,
+        max_length=253,
     )
     image_pull_secrets: tuple[str, ...] = spec_field(
-        "Names of image pull Secrets.", default=(), max_items=16
+        "Names of image pull Secrets.",
+        default=(),
+        max_items=16,
+        pattern=val.DNS_SUBDOMAIN,
+        max_length=253,
     )
     priority_class_name: str | None = spec_field(
-        "PriorityClass of the pods.", default=None, max_length=253
+        "PriorityClass of the pods.", default=None, pattern=val.DNS_SUBDOMAIN, max_length=253
     )
-    node_selector: dict[str, str] = spec_field("Extra node selector labels.", default_factory=dict)
-    tolerations: tuple[dict[str, Any], ...] = spec_field(
+    node_selector: dict[str, str] = spec_field(
+        "Extra node selector labels.",
+        default_factory=dict,
+        max_properties=32,
+        value_pattern=val.LABEL_VALUE,
+        value_max_length=63,
+        rules=(val.map_keys_rule(),),
+    )
+    tolerations: tuple[Toleration, ...] = spec_field(
         "Extra tolerations, added to the GPU toleration Sluice sets itself.",
         default=(),
         max_items=32,
-        preserve_unknown=True,
     )
-    affinity: dict[str, Any] = spec_field(
+    affinity: Affinity = spec_field(
         "Extra affinity terms, merged with the GPU product node affinity.",
-        default_factory=dict,
-        preserve_unknown=True,
+        default_factory=Affinity,
+    )
+
+
+# ------------------------------------------------------------------ experiment
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentSpec:
+    """The A/B verdict on spec.variants: each variant judged against main."""
+
+    signals: tuple[str, ...] = spec_field(
+        "Signals compared: errorRate (failed fractions from Triton's counters), "
+        "avgLatencyMs, queueTimeMs, p95LatencyMs, p99LatencyMs (lower is better; any "
+        "spec.monitoring.queries template replaces the built-in query).",
+        default=("p99LatencyMs", "avgLatencyMs", "errorRate"),
+        min_items=1,
+        max_items=6,
+        enum=("errorRate", "avgLatencyMs", "queueTimeMs", "p95LatencyMs", "p99LatencyMs"),
+    )
+    confidence: float = spec_field(
+        "Confidence of every verdict, valid however often it is looked at (sequential "
+        "tests). 0.99: two identical variants are declared different on a signal in at "
+        "most 1% of experiments.",
+        default=0.99,
+        minimum=0.8,
+        maximum=0.9999,
+    )
+    min_samples: int = spec_field(
+        "Requests each side must have served before a verdict.",
+        default=1000,
+        minimum=1,
+        maximum=100000000,
+    )
+    promote_winner: bool = spec_field(
+        "Once a variant is conclusively better than main on the first signal and not "
+        "worse on any other, it becomes main: its model version and image roll out to "
+        "main (the spec keeps what you wrote; status.experiment.winner says which). Off "
+        "by default: the verdict is only reported.",
+        default=False,
     )
 
 
@@ -662,6 +920,12 @@ class InferenceServiceSpec:
         max_items=8,
         list_type="map",
         list_map_keys=("name",),
+    )
+    experiment: ExperimentSpec | None = spec_field(
+        "Judge the A/B variants against main with sequential statistical tests: per "
+        "signal which is better, by how much, with what confidence and on how many "
+        "requests. Unset: variants are compared side by side in status.signals only.",
+        default=None,
     )
     rollout: RolloutSpec = spec_field(
         "How version and image changes roll out.", default_factory=RolloutSpec
@@ -719,6 +983,32 @@ class InferenceServiceSpec:
             field_path="router",
         ),
         Rule(
+            cel="!has(self.triton) || !has(self.triton.env) || !has(self.model.s3) || "
+            "!has(self.model.s3.region) || "
+            "self.triton.env.all(e, e.name != 'AWS_DEFAULT_REGION')",
+            message="spec.triton.env must not set AWS_DEFAULT_REGION when "
+            "spec.model.s3.region is set: Sluice sets it from the region",
+            check=lambda s: (
+                s.model.s3 is None
+                or s.model.s3.region is None
+                or all(e.name != "AWS_DEFAULT_REGION" for e in s.triton.env)
+            ),
+            field_path="triton.env",
+        ),
+        Rule(
+            cel="!has(self.triton) || !has(self.triton.env) || "
+            "!has(self.model.credentialsSecret) || "
+            "self.triton.env.all(e, e.name != 'GOOGLE_APPLICATION_CREDENTIALS')",
+            message="spec.triton.env must not set GOOGLE_APPLICATION_CREDENTIALS when "
+            "spec.model.credentialsSecret is set: Sluice mounts the Secret's gcs.json "
+            "and points the variable at it",
+            check=lambda s: (
+                s.model.credentials_secret is None
+                or all(e.name != "GOOGLE_APPLICATION_CREDENTIALS" for e in s.triton.env)
+            ),
+            field_path="triton.env",
+        ),
+        Rule(
             cel="!has(self.router) || !has(self.router.mirror) || "
             "self.router.mirror.variant == 'main' || (has(self.variants) && "
             "self.variants.exists(v, v.name == self.router.mirror.variant))",
@@ -744,11 +1034,20 @@ NAME_RULE = Rule(
     "Service is named <name>-<variant> and Service names are limited to 63",
     check=lambda name: len(name) <= MAX_NAME_LENGTH,
 )
+NAME_LABEL_RULE = Rule(
+    cel=f"self.metadata.name.matches('{DNS_LABEL}')",
+    message="metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', "
+    "starting with a letter, ending with a letter or digit; no dots): the Services are "
+    "named <name> and <name>-<variant>",
+    check=lambda name: re.fullmatch(DNS_LABEL, name) is not None,
+)
+NAME_RULES = (NAME_RULE, NAME_LABEL_RULE)
 
 
 def check_name(name: str) -> None:
-    if not NAME_RULE.check(name):
-        raise SpecError("metadata.name", NAME_RULE.message)
+    for rule in NAME_RULES:
+        if not rule.check(name):
+            raise SpecError("metadata.name", rule.message)
 
 
 def parse_spec(data: Any) -> InferenceServiceSpec:
@@ -856,9 +1155,18 @@ class Signals:
     )
     observed_at: float | None = spec_field("When this was observed.", default=None, timestamp=True)
 
-    def values(self) -> Signals:
+    def values(self) -> tuple[object, ...]:
         """The observation without its time (what it says, not when)."""
-        return replace(self, observed_at=None)
+        return (
+            self.variant,
+            self.request_rate,
+            self.error_rate,
+            self.avg_latency_ms,
+            self.queue_time_ms,
+            self.p95_latency_ms,
+            self.p99_latency_ms,
+            self.missing,
+        )
 
     def shape(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Which signals have values and which are missing (and why)."""
@@ -968,6 +1276,103 @@ class RevisionStatus:
     image: str = spec_field("Triton image.")
 
 
+@dataclass(frozen=True, kw_only=True)
+class SignalVerdict:
+    """The verdict on one signal, the numbers behind it and the evidence it rests on."""
+
+    signal: str = spec_field("Signal name, for example p99LatencyMs or errorRate.")
+    kind: str = spec_field(
+        "proportion (failed fractions from counts) or ratio (latency ratios per batch).",
+        enum=("proportion", "ratio"),
+        default="ratio",
+    )
+    direction: str = spec_field(
+        "Which values are better.", enum=("lower", "higher"), default="lower"
+    )
+    candidate: float | None = spec_field(
+        "The candidate's value (pooled error rate, or geometric mean over batches).",
+        default=None,
+    )
+    baseline: float | None = spec_field("What it is compared with, the same way.", default=None)
+    tolerance: float | None = spec_field(
+        "How much worse is tolerated (proportion: absolute; ratio: relative).", default=None
+    )
+    effect: float | None = spec_field(
+        "Estimated difference (proportion) or ratio candidate/baseline.", default=None
+    )
+    lower: float | None = spec_field("Lower end of the confidence interval.", default=None)
+    upper: float | None = spec_field("Upper end of the confidence interval.", default=None)
+    confidence: float | None = spec_field("Confidence of the interval.", default=None)
+    samples: int = spec_field("Requests of the smaller side.", default=0)
+    batches: int = spec_field("Rate windows that carried evidence.", default=0)
+    verdict: str = spec_field(
+        "Pass, Fail or Inconclusive (canary); for an experiment also who is better.",
+        enum=("Pass", "Fail", "Inconclusive"),
+        default="Inconclusive",
+    )
+    better: str | None = spec_field(
+        "Experiments: the better variant on this signal, once shown.", default=None
+    )
+    reason: str = spec_field("Why this verdict.", default="")
+    # The evidence: sufficient statistics the next cycle continues from.
+    sum_x: float = spec_field("Sum of batch log-ratios (ratio).", default=0.0)
+    sum_x2: float = spec_field("Sum of squared batch log-ratios (ratio).", default=0.0)
+    sum_log_candidate: float = spec_field("Sum of log candidate values.", default=0.0)
+    sum_log_baseline: float = spec_field("Sum of log baseline values.", default=0.0)
+    candidate_requests: float = spec_field("Candidate requests counted.", default=0.0)
+    candidate_failures: float = spec_field("Candidate failures counted.", default=0.0)
+    baseline_requests: float = spec_field("Baseline requests counted.", default=0.0)
+    baseline_failures: float = spec_field("Baseline failures counted.", default=0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnalysisStatus:
+    """Accumulated evidence and verdicts of one comparison (canary vs baseline, or an
+    A/B variant vs main)."""
+
+    candidate: str = spec_field("The variant judged.")
+    baseline: str = spec_field("The variant it is compared with.")
+    verdict: str = spec_field(
+        "Fail if any signal fails, Pass if every signal passes, else Inconclusive.",
+        enum=("Pass", "Fail", "Inconclusive"),
+        default="Inconclusive",
+    )
+    better: str | None = spec_field(
+        "Experiments: the variant shown better (on the first signal, not worse on any).",
+        default=None,
+    )
+    last_batch_at: float | None = spec_field(
+        "When the last rate window was counted (windows never overlap).",
+        default=None,
+        timestamp=True,
+    )
+    signals: tuple[SignalVerdict, ...] = spec_field("Per signal.", default=())
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentStatus:
+    """The A/B verdicts of spec.experiment."""
+
+    variants: tuple[AnalysisStatus, ...] = spec_field(
+        "One comparison per variant against main.", default=()
+    )
+    winner: str | None = spec_field("The variant conclusively better than main.", default=None)
+    promoted: RevisionStatus | None = spec_field(
+        "With promoteWinner: the winner's revision, now served by main.", default=None
+    )
+    message: str = spec_field("What the experiment says, for people.", default="")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HandledRequests:
+    """The one-shot request tokens (annotations sluice.dev/abort, promote, retry)
+    already acted on: each token acts once."""
+
+    abort: str | None = spec_field("Last abort token handled.", default=None)
+    promote: str | None = spec_field("Last promote token handled.", default=None)
+    retry: str | None = spec_field("Last retry token handled.", default=None)
+
+
 # Rollout phases in which a canary variant exists (RollingBack: its weight is
 # already 0; it is removed once the route no longer sends it traffic).
 IN_FLIGHT = ("Progressing", "Promoting", "RollingBack")
@@ -999,6 +1404,13 @@ class RolloutStatus:
         "When a step last completed.", default=None, timestamp=True
     )
     message: str = spec_field("What happened last and why.", default="")
+    paused: bool = spec_field("spec.rollout.paused holds the rollout.", default=False)
+    analysis: AnalysisStatus | None = spec_field(
+        "The canary's evidence and verdicts against its baseline, per signal.", default=None
+    )
+    handled: HandledRequests | None = spec_field(
+        "One-shot requests already acted on.", default=None
+    )
 
     @property
     def in_flight(self) -> bool:
@@ -1036,6 +1448,9 @@ class InferenceServiceStatus:
         default=(),
     )
     rollout: RolloutStatus | None = spec_field("Canary rollout state.", default=None)
+    experiment: ExperimentStatus | None = spec_field(
+        "A/B verdicts (spec.experiment).", default=None
+    )
     spec_error: str | None = spec_field(
         "Why the spec cannot be served, when it cannot.", default=None
     )
@@ -1072,34 +1487,38 @@ class InferenceServiceStatus:
         """Set one condition (as meta.SetStatusCondition): lastTransitionTime
         moves only when its status changes; the order of conditions is kept."""
         st = ("True" if status else "False") if isinstance(status, bool) else status
-        new = Condition(
-            type=type_,
-            status=st,
-            reason=reason,
-            message=message,
-            last_transition_time=now,
-            observed_generation=generation,
-        )
-        out: list[Condition] = []
-        found = False
-        for c in self.conditions:
-            if c.type != type_:
-                out.append(c)
-                continue
-            found = True
-            if c.status == st and c.last_transition_time is not None:
-                new = replace(new, last_transition_time=c.last_transition_time)
-            out.append(new)
-        if not found:
-            out.append(new)
-        return replace(self, conditions=tuple(out))
+
+        def new(at: float) -> Condition:
+            return Condition(
+                type=type_,
+                status=st,
+                reason=reason,
+                message=message,
+                last_transition_time=at,
+                observed_generation=generation,
+            )
+
+        before = self.condition(type_)
+        if before is None:
+            return replace(self, conditions=(*self.conditions, new(now)))
+        kept = before.last_transition_time
+        c = new(kept if before.status == st and kept is not None else now)
+        if c == before:
+            return self
+        return replace(self, conditions=tuple(c if x is before else x for x in self.conditions))
 
     def without_condition(self, type_: str) -> InferenceServiceStatus:
+        if self.condition(type_) is None:
+            return self
         return replace(self, conditions=tuple(c for c in self.conditions if c.type != type_))
 
     def same_as(self, other: InferenceServiceStatus) -> bool:
         """Equal but for when conditions last changed: nothing worth a write."""
-        return _untimed(self) == _untimed(other)
+        if self is other:
+            return True
+        if [_untimed(c) for c in self.conditions] != [_untimed(c) for c in other.conditions]:
+            return False
+        return all(getattr(self, f) == getattr(other, f) for f in _BUT_CONDITIONS)
 
     # ------------------------------------------------------------- readers
 
@@ -1126,5 +1545,8 @@ class InferenceServiceStatus:
         return None
 
 
-def _untimed(s: InferenceServiceStatus) -> InferenceServiceStatus:
-    return replace(s, conditions=tuple(replace(c, last_transition_time=None) for c in s.conditions))
+def _untimed(c: Condition) -> tuple[str, str, str, str, int | None]:
+    return c.type, c.status, c.reason, c.message, c.observed_generation
+
+
+_BUT_CONDITIONS = tuple(f.name for f in fields(InferenceServiceStatus) if f.name != "conditions")
