@@ -23,7 +23,7 @@ cycle's real start-to-start interval (``sluice_control_cycle_interval_seconds``)
 at idle and in the storm.
 
 Environment: ``SLUICE_BENCH_SCALE_N`` (default ``100,300,1000``),
-``SLUICE_BENCH_IDLE_SECONDS`` (default 120; 300 for N >= 1000).
+``SLUICE_BENCH_IDLE_SECONDS`` (default 60; 300 for N >= 1000).
 """
 
 from __future__ import annotations
@@ -462,11 +462,18 @@ def run(out: Path) -> dict[str, Any]:
     }
     with local_cluster() as kubeconfig:
         kubectl = Kubectl(kubeconfig)
-        install_crds(kubectl)
+        for attempt in range(3):  # kubectl wait can race a CRD that has no conditions yet
+            try:
+                install_crds(kubectl)
+                break
+            except RuntimeError:
+                if attempt == 2:
+                    raise
+                time.sleep(2)
         kube = Kube(load_config(str(kubeconfig)))
         with bench_nodes(kubectl):
             for n in ns_:
-                idle = float(idle_env) if idle_env else (300.0 if n >= 1000 else 120.0)
+                idle = float(idle_env) if idle_env else (300.0 if n >= 1000 else 60.0)
                 timeout = 120 + 2.0 * n
                 t0 = time.monotonic()
                 base = baseline(kubectl, kube, n, timeout)

@@ -13,9 +13,10 @@ import pytest
 import yaml
 
 from sluice.api.v1alpha1 import InferenceServiceStatus
+from sluice.reconcile.desired import render_documents
 from sluice.reconcile.isvc import Reconciler
 from sluice.reconcile.kube import Kube, load_config
-from tests.support.invalid_specs import CASES, Case
+from tests.support.invalid_specs import ACCEPTED, CASES, Case
 from tests.support.kube import Kubectl, temp_namespace
 from tests.support.operator import running_operator
 from tests.support.wait import until
@@ -98,6 +99,25 @@ def test_invalid_spec_is_rejected_at_apply(kubectl: Kubectl, crds: None, case: C
     assert r.returncode != 0, f"{case.id} was accepted"
     assert case.api_says in r.stderr, r.stderr
     assert isvc(kubectl, "default", obj["metadata"]["name"]) is None
+
+
+@pytest.mark.parametrize("case", ACCEPTED, ids=lambda c: c.id)
+def test_valid_edge_case_is_accepted_at_apply(kubectl: Kubectl, crds: None, case: Case) -> None:
+    obj = case.obj()
+    obj["metadata"]["namespace"] = "default"
+    r = kubectl.run("apply", "--dry-run=server", "-f", "-", stdin=json.dumps(obj), check=False)
+    assert r.returncode == 0, r.stderr
+    # What Sluice renders from it is accepted too: the rules refuse no less than needed.
+    children = [
+        o
+        for o in render_documents(yaml.safe_dump(obj), namespace="default")
+        if o["kind"] in ("Deployment", "Service", "HTTPRoute")
+    ]
+    body = json.dumps({"apiVersion": "v1", "kind": "List", "items": children})
+    r = kubectl.run(
+        "apply", "--server-side", "--dry-run=server", "-f", "-", stdin=body, check=False
+    )
+    assert r.returncode == 0, r.stderr
 
 
 # ------------------------------------------------------------------- reconcile

@@ -52,6 +52,11 @@ class Rule:
     check: Callable[[Any], bool]
     # The CEL rule's fieldPath (relative to the object), if it points at one field.
     field_path: str | None = None
+    # Offline only: what exactly broke the rule, appended to the message.
+    detail: Callable[[Any], str] | None = None
+
+    def error(self, value: Any) -> str:
+        return f"{self.message}: {self.detail(value)}" if self.detail else self.message
 
 
 def camel(name: str) -> str:
@@ -71,6 +76,11 @@ def spec_field(
     min_items: int | None = None,
     max_items: int | None = None,
     max_length: int | None = None,
+    min_length: int | None = None,
+    max_properties: int | None = None,
+    value_pattern: str | None = None,
+    value_max_length: int | None = None,
+    rules: tuple[Rule, ...] = (),
     int_or_string: bool = False,
     preserve_unknown: bool = False,
     list_type: str | None = None,
@@ -86,6 +96,13 @@ def spec_field(
     which Argo CD then shows as drift (KServe's defaulting webhook: kserve#2232).
     Defaults live in the parser and in ``status``.
 
+    ``rules`` are field-level rules: CEL with ``self`` bound to the field's value
+    (placed in the field's own ``x-kubernetes-validations``, so the apiserver's
+    message names the field) and a Python twin called with the parsed value.
+    ``value_pattern``/``value_max_length`` bound the values of a map field;
+    for a list field, ``pattern``, ``min_length`` and ``max_length`` apply to
+    each item.
+
     ``timestamp`` marks a ``float`` field that holds epoch seconds in Python and
     an RFC 3339 string on the wire (:func:`format_time`): the one timestamp
     format of status.
@@ -99,6 +116,11 @@ def spec_field(
         "min_items": min_items,
         "max_items": max_items,
         "max_length": max_length,
+        "min_length": min_length,
+        "max_properties": max_properties,
+        "value_pattern": value_pattern,
+        "value_max_length": value_max_length,
+        "rules": tuple(rules),
         "int_or_string": int_or_string,
         "preserve_unknown": preserve_unknown,
         "list_type": list_type,
@@ -154,7 +176,11 @@ def parse(cls: type[T], data: Any, path: str = "") -> T:
     for jname, f in known.items():
         fpath = f"{path}.{jname}" if path else jname
         if jname in data and data[jname] is not None:
-            values[f.name] = _parse_value(hints[f.name], data[jname], fpath, f.metadata)
+            value = _parse_value(hints[f.name], data[jname], fpath, f.metadata)
+            for rule in f.metadata.get("rules") or ():
+                if not rule.check(value):
+                    raise SpecError(fpath, rule.error(value))
+            values[f.name] = value
         elif f.default is MISSING and f.default_factory is MISSING:
             raise SpecError(fpath, "is required")
     obj = cls(**values)
@@ -165,7 +191,7 @@ def parse(cls: type[T], data: Any, path: str = "") -> T:
                 if rule.field_path and path
                 else (rule.field_path or path)
             )
-            raise SpecError(where, rule.message)
+            raise SpecError(where, rule.error(obj))
     return obj
 
 
@@ -182,16 +208,21 @@ def _parse_value(tp: Any, value: Any, path: str, meta: Mapping[str, Any]) -> Any
             raise SpecError(path, f"must have at least {meta['min_items']} item(s)")
         if meta.get("max_items") is not None and len(value) > meta["max_items"]:
             raise SpecError(path, f"must have at most {meta['max_items']} item(s)")
-        item_meta = {k: v for k, v in meta.items() if k in ("minimum", "maximum", "pattern")}
+        item_meta = {k: v for k, v in meta.items() if k in _ITEM_KEYS}
         items = [_parse_value(item_tp, v, f"{path}[{i}]", item_meta) for i, v in enumerate(value)]
         return tuple(items)
     if origin is dict or origin is Mapping:
         if not isinstance(value, Mapping):
             raise SpecError(path, f"must be an object, got {type(value).__name__}")
+        if meta.get("max_properties") is not None and len(value) > meta["max_properties"]:
+            raise SpecError(path, f"must have at most {meta['max_properties']} entries")
         if meta.get("preserve_unknown"):
             return dict(value)
         _, val_tp = get_args(tp)
-        return {str(k): _parse_value(val_tp, v, f"{path}.{k}", {}) for k, v in value.items()}
+        return {
+            str(k): _parse_value(val_tp, v, f"{path}.{k}", _value_meta(meta))
+            for k, v in value.items()
+        }
     if tp is Any:
         return value
     if meta.get("int_or_string"):
@@ -214,6 +245,18 @@ def _parse_value(tp: Any, value: Any, path: str, meta: Mapping[str, Any]) -> Any
     return value
 
 
+_ITEM_KEYS = ("minimum", "maximum", "pattern", "min_length", "max_length")
+
+
+def _value_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if meta.get("value_pattern") is not None:
+        out["pattern"] = meta["value_pattern"]
+    if meta.get("value_max_length") is not None:
+        out["max_length"] = meta["value_max_length"]
+    return out
+
+
 def _check_scalar(value: Any, path: str, meta: Mapping[str, Any]) -> None:
     if meta.get("minimum") is not None and value < meta["minimum"]:
         raise SpecError(path, f"must be >= {_num(meta['minimum'])}, got {value}")
@@ -225,6 +268,8 @@ def _check_scalar(value: Any, path: str, meta: Mapping[str, Any]) -> None:
         raise SpecError(path, f"{value!r} does not match {meta['pattern']}")
     if meta.get("max_length") is not None and len(str(value)) > meta["max_length"]:
         raise SpecError(path, f"must be at most {meta['max_length']} characters")
+    if meta.get("min_length") is not None and len(str(value)) < meta["min_length"]:
+        raise SpecError(path, f"must be at least {meta['min_length']} character(s)")
 
 
 def _num(x: float) -> str:
@@ -417,10 +462,10 @@ def _schema_of(tp: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
         # says what the type is. Prefer the field's where both exist.
         if meta.get("description"):
             s["description"] = meta["description"]
-        return s
+        return _with_rules(s, meta)
     if origin is list or origin is tuple:
         (item_tp, *_rest) = get_args(tp)
-        item_meta = {k: v for k, v in meta.items() if k in ("minimum", "maximum", "pattern")}
+        item_meta = {k: v for k, v in meta.items() if k in _ITEM_KEYS}
         item_meta["description"] = ""
         items = _schema_of(item_tp, item_meta)
         if not items.get("description"):
@@ -439,7 +484,9 @@ def _schema_of(tp: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
             s = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
         else:
             _, val_tp = get_args(tp)
-            s = {"type": "object", "additionalProperties": _schema_of(val_tp, {})}
+            s = {"type": "object", "additionalProperties": _schema_of(val_tp, _value_meta(meta))}
+        if meta.get("max_properties") is not None:
+            s["maxProperties"] = meta["max_properties"]
     elif tp is Any:
         s = {"x-kubernetes-preserve-unknown-fields": True}
     elif meta.get("timestamp"):
@@ -463,6 +510,7 @@ def _schema_of(tp: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
         ("maximum", "maximum"),
         ("pattern", "pattern"),
         ("max_length", "maxLength"),
+        ("min_length", "minLength"),
     ):
         if meta.get(key) is not None and origin not in (list, tuple):
             s[jkey] = meta[key]
@@ -470,4 +518,13 @@ def _schema_of(tp: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
         s["enum"] = list(meta["enum"])
     if meta.get("schema_default", MISSING) is not MISSING:
         s["default"] = meta["schema_default"]
+    return _with_rules(s, meta)
+
+
+def _with_rules(s: dict[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
+    if meta.get("rules"):
+        s["x-kubernetes-validations"] = [
+            *s.get("x-kubernetes-validations", []),
+            *(_cel(r) for r in meta["rules"]),
+        ]
     return s

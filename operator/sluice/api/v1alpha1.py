@@ -14,7 +14,13 @@ import re
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from . import validation as val
 from .schema import Rule, SpecError, load, parse, spec_field, to_dict
+from .validation import DNS_LABEL as DNS_LABEL
+from .validation import DURATION as DURATION
+from .validation import MODEL_NAME as MODEL_NAME
+from .validation import REPOSITORY as REPOSITORY
+from .validation import seconds as seconds
 
 GROUP = "sluice.dev"
 VERSION = "v1alpha1"
@@ -30,20 +36,7 @@ RESERVED_VARIANTS = (MAIN_VARIANT, CANARY_VARIANT)
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51
 
-DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
-DURATION = r"^([0-9]+(ms|s|m|h))+$"
-QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
-MODEL_NAME = r"^[A-Za-z0-9_.-]+$"
-REPOSITORY = r"^(s3|gs|as|pvc)://.+$"
 MIG_PROFILE = r"^[0-9]+g\.[0-9]+gb$"
-
-_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def seconds(duration: str) -> float:
-    """``"1m30s"`` -> 90.0. The pattern :data:`DURATION` guarantees the form."""
-    return sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(duration))
 
 
 # ----------------------------------------------------------------------- model
@@ -57,11 +50,14 @@ class S3Spec:
         "Endpoint of an S3-compatible store, with scheme and port, for example "
         "http://minio.storage:9000. Empty for AWS S3 itself.",
         default=None,
-        pattern=r"^https?://[^/]+$",
+        pattern=val.S3_ENDPOINT,
         max_length=253,
     )
     region: str | None = spec_field(
-        "Region passed to Triton as AWS_DEFAULT_REGION.", default=None, max_length=63
+        "Region passed to Triton as AWS_DEFAULT_REGION.",
+        default=None,
+        pattern=r"^[-A-Za-z0-9_]+$",
+        max_length=63,
     )
 
 
@@ -73,6 +69,7 @@ class ModelSpec:
         "Model name as it appears in the Triton model repository (the folder name).",
         pattern=MODEL_NAME,
         max_length=128,
+        rules=(val.MODEL_NAME_RULE,),
     )
     repository: str = spec_field(
         "Model repository URL. s3://bucket/path, gs://bucket/path and as://account/"
@@ -80,6 +77,7 @@ class ModelSpec:
         "PersistentVolumeClaim read-only and serves from <path> inside it.",
         pattern=REPOSITORY,
         max_length=1024,
+        rules=(val.REPOSITORY_RULE,),
     )
     version: int = spec_field(
         "The model version to serve (a numbered folder in the model's directory). Each "
@@ -94,7 +92,7 @@ class ModelSpec:
         "AWS_SECRET_ACCESS_KEY for s3://, AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY "
         "for as://); a key named gcs.json is mounted as the Google credentials file.",
         default=None,
-        pattern=DNS_LABEL.replace("[-a-z0-9]", "[-.a-z0-9]"),
+        pattern=val.DNS_SUBDOMAIN,
         max_length=253,
     )
     s3: S3Spec | None = spec_field("Settings for s3:// repositories.", default=None)
@@ -134,18 +132,21 @@ class Resources:
     """CPU and memory for each Triton container (requests equal limits: Guaranteed QoS)."""
 
     cpu: str = spec_field(
-        "CPU cores, as a Kubernetes quantity.",
+        "CPU cores, as a Kubernetes quantity (for example 4 or 500m), from 1m to 1024.",
         default="4",
         int_or_string=True,
-        pattern=QUANTITY,
+        pattern=val.CPU_QUANTITY,
         max_length=32,
+        rules=(val.quantity_range("1m", "1024"),),
     )
     memory: str = spec_field(
-        "Memory, as a Kubernetes quantity.",
+        "Memory, as a Kubernetes quantity in bytes (for example 16Gi), from 1Mi to 64Ti. "
+        "The milli suffix m is refused: 1m would be a thousandth of a byte.",
         default="16Gi",
         int_or_string=True,
-        pattern=QUANTITY,
+        pattern=val.MEMORY_QUANTITY,
         max_length=32,
+        rules=(val.quantity_range("1Mi", "64Ti"),),
     )
 
 
@@ -157,22 +158,33 @@ class TritonSpec:
         "Triton server image, pinned to a tag or digest.",
         default=DEFAULT_TRITON_IMAGE,
         max_length=512,
-        pattern=r"^\S+$",
+        pattern=val.IMAGE,
     )
     resources: Resources = spec_field(
         "CPU and memory for each Triton container.", default_factory=Resources
     )
     args: tuple[str, ...] = spec_field(
-        "Extra tritonserver arguments, appended after Sluice's own.",
+        "Extra tritonserver arguments, appended after Sluice's own. Flags Sluice renders "
+        "itself are refused (repository, model control mode, load-model, ports, "
+        "allow-http/allow-metrics, strict readiness, exit-on-error and the "
+        "summary_* metrics settings), abbreviations included: they would turn off the "
+        "version pinning or blind the probes and the autoscaler.",
         default=(),
         max_items=64,
+        pattern=val.PRINTABLE,
+        max_length=1024,
+        rules=(val.ARGS_RULE,),
     )
     env: tuple[EnvVar, ...] = spec_field(
-        "Extra environment variables for the Triton container.",
+        "Extra environment variables for the Triton container. SLUICE_MODEL and "
+        "SLUICE_MODEL_VERSION are Sluice's (SLUICE_LOAD_RETRY_SECONDS is the user's to "
+        "set); AWS_DEFAULT_REGION comes from model.s3.region and "
+        "GOOGLE_APPLICATION_CREDENTIALS from model.credentialsSecret when those are set.",
         default=(),
         max_items=64,
         list_type="map",
         list_map_keys=("name",),
+        rules=(val.ENV_RULE,),
     )
     startup_timeout_seconds: int = spec_field(
         "How long a pod may take to start and load its model before Kubernetes "
@@ -204,7 +216,7 @@ class GpuSpec:
         "Empty: any GPU.",
         default=(),
         max_items=16,
-        pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$",
+        pattern=val.NONEMPTY_LABEL_VALUE,
     )
     mig_profile: str | None = spec_field(
         "A MIG profile such as 1g.10gb: pods request nvidia.com/mig-<profile> instead "
@@ -342,7 +354,11 @@ class VariantModel:
 
     version: int | None = spec_field("Model version this variant serves.", default=None, minimum=1)
     repository: str | None = spec_field(
-        "Model repository of this variant.", default=None, pattern=REPOSITORY, max_length=1024
+        "Model repository of this variant.",
+        default=None,
+        pattern=REPOSITORY,
+        max_length=1024,
+        rules=(val.REPOSITORY_RULE,),
     )
 
 
@@ -351,7 +367,7 @@ class VariantTriton:
     """What a variant changes about the Triton server."""
 
     image: str | None = spec_field(
-        "Triton image of this variant.", default=None, max_length=512, pattern=r"^\S+$"
+        "Triton image of this variant.", default=None, max_length=512, pattern=val.IMAGE
     )
 
 
@@ -434,7 +450,8 @@ class AnalysisSpec:
         "canary gets no traffic or metrics) is rolled back.",
         default="30m",
         pattern=DURATION,
-        max_length=32,
+        max_length=val.DURATION_MAX_LENGTH,
+        rules=(val.duration_range("1s", "168h"),),
     )
 
 
@@ -461,7 +478,8 @@ class RolloutSpec:
         "Time at each step before the next analysis decides, for example 60s or 2m.",
         default="60s",
         pattern=DURATION,
-        max_length=32,
+        max_length=val.DURATION_MAX_LENGTH,
+        rules=(val.duration_range("1s", "24h"),),
     )
     analysis: AnalysisSpec = spec_field(
         "Checks the canary must pass.", default_factory=AnalysisSpec
@@ -508,7 +526,7 @@ class HeaderMatch:
     header: str = spec_field(
         "Header name.", pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", max_length=256
     )
-    value: str = spec_field("Exact header value.", max_length=4096)
+    value: str = spec_field("Exact header value.", min_length=1, max_length=4096)
     variant: str = spec_field("Variant that serves matching requests.", pattern=DNS_LABEL)
 
 
@@ -532,9 +550,14 @@ class RouterSpec:
         default=(),
         max_items=16,
         pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        max_length=253,
     )
     path_prefix: str = spec_field(
-        "Path prefix the route matches.", default="/", pattern=r"^/\S*$", max_length=1024
+        "Path prefix the route matches, an absolute path as the Gateway API accepts it.",
+        default="/",
+        pattern=val.PATH_PREFIX,
+        max_length=1024,
+        rules=(val.PATH_PREFIX_RULE,),
     )
     header_matches: tuple[HeaderMatch, ...] = spec_field(
         "Header rules for sticky A/B.", default=(), max_items=8
@@ -590,31 +613,184 @@ class MonitoringSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Toleration:
+    """A toleration of a node taint, as in a pod spec."""
+
+    key: str | None = spec_field(
+        "Taint key; empty with operator Exists tolerates every taint.",
+        default=None,
+        pattern="^(" + val.QUALIFIED_NAME[1:-1] + ")?$",
+        max_length=317,
+    )
+    operator: str | None = spec_field(
+        "Exists or Equal (default Equal).", default=None, enum=("Exists", "Equal")
+    )
+    value: str | None = spec_field(
+        "Taint value (Equal only).", default=None, pattern=val.LABEL_VALUE, max_length=63
+    )
+    effect: str | None = spec_field(
+        "Taint effect to tolerate; unset: all.",
+        default=None,
+        enum=("NoSchedule", "PreferNoSchedule", "NoExecute"),
+    )
+    toleration_seconds: int | None = spec_field(
+        "How long a NoExecute taint is tolerated before eviction.", default=None
+    )
+
+    RULES = (
+        Rule(
+            cel="!has(self.operator) || self.operator != 'Exists' || "
+            "!has(self.value) || self.value == ''",
+            message="a toleration with operator Exists must not have a value",
+            check=lambda t: t.operator != "Exists" or not t.value,
+            field_path="value",
+        ),
+        Rule(
+            cel="(has(self.key) && self.key != '') || "
+            "(has(self.operator) && self.operator == 'Exists')",
+            message="a toleration without a key must have operator Exists",
+            check=lambda t: bool(t.key) or t.operator == "Exists",
+            field_path="operator",
+        ),
+        Rule(
+            cel="!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            message="tolerationSeconds needs effect NoExecute",
+            check=lambda t: t.toleration_seconds is None or t.effect == "NoExecute",
+            field_path="effect",
+        ),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeSelectorRequirement:
+    """One node label expression."""
+
+    key: str = spec_field("Node label key.", pattern=val.QUALIFIED_NAME, max_length=317)
+    operator: str = spec_field(
+        "How the label is compared.", enum=("In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt")
+    )
+    values: tuple[str, ...] = spec_field(
+        "Label values (In, NotIn; one integer for Gt, Lt).",
+        default=(),
+        max_items=64,
+        pattern=val.LABEL_VALUE,
+        max_length=63,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeSelectorTerm:
+    """Expressions that must all hold on a node."""
+
+    match_expressions: tuple[NodeSelectorRequirement, ...] = spec_field(
+        "Node label expressions.", default=(), max_items=32
+    )
+    match_fields: tuple[NodeSelectorRequirement, ...] = spec_field(
+        "Node field expressions (metadata.name).", default=(), max_items=8
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeSelector:
+    """Terms of which at least one must hold."""
+
+    node_selector_terms: tuple[NodeSelectorTerm, ...] = spec_field(
+        "Terms, ORed.", min_items=1, max_items=16
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreferredSchedulingTerm:
+    """A weighted node preference."""
+
+    weight: int = spec_field("Weight.", minimum=1, maximum=100)
+    preference: NodeSelectorTerm = spec_field("The preferred node term.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeAffinity:
+    """Node affinity, as in a pod spec."""
+
+    required_during_scheduling_ignored_during_execution: NodeSelector | None = spec_field(
+        "Nodes the pods may run on. Sluice adds the GPU product expression to each term.",
+        default=None,
+    )
+    preferred_during_scheduling_ignored_during_execution: tuple[PreferredSchedulingTerm, ...] = (
+        spec_field("Weighted node preferences.", default=(), max_items=16)
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Affinity:
+    """Affinity terms, as in a pod spec."""
+
+    node_affinity: NodeAffinity | None = spec_field(
+        "Node affinity, merged with the GPU product node affinity.", default=None
+    )
+    pod_affinity: dict[str, Any] | None = spec_field(
+        "Pod affinity, passed through (Kubernetes validates it when the Deployment is "
+        "applied; a refusal is reported in the Ready condition).",
+        default=None,
+        preserve_unknown=True,
+    )
+    pod_anti_affinity: dict[str, Any] | None = spec_field(
+        "Pod anti-affinity, passed through like podAffinity.",
+        default=None,
+        preserve_unknown=True,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class PodTemplate:
     """Pod settings passed through to every Triton pod."""
 
-    labels: dict[str, str] = spec_field("Extra pod labels.", default_factory=dict)
-    annotations: dict[str, str] = spec_field("Extra pod annotations.", default_factory=dict)
+    labels: dict[str, str] = spec_field(
+        "Extra pod labels. Sluice's own labels (sluice.dev/*, app.kubernetes.io/*) win.",
+        default_factory=dict,
+        max_properties=64,
+        value_pattern=val.LABEL_VALUE,
+        value_max_length=63,
+        rules=(val.map_keys_rule(),),
+    )
+    annotations: dict[str, str] = spec_field(
+        "Extra pod annotations.",
+        default_factory=dict,
+        max_properties=64,
+        value_max_length=65536,
+        rules=(val.map_keys_rule(),),
+    )
     service_account_name: str | None = spec_field(
-        "ServiceAccount the pods run as.", default=None, max_length=253
+        "ServiceAccount the pods run as.",
+        default=None,
+        pattern=val.DNS_SUBDOMAIN,
+        max_length=253,
     )
     image_pull_secrets: tuple[str, ...] = spec_field(
-        "Names of image pull Secrets.", default=(), max_items=16
+        "Names of image pull Secrets.",
+        default=(),
+        max_items=16,
+        pattern=val.DNS_SUBDOMAIN,
+        max_length=253,
     )
     priority_class_name: str | None = spec_field(
-        "PriorityClass of the pods.", default=None, max_length=253
+        "PriorityClass of the pods.", default=None, pattern=val.DNS_SUBDOMAIN, max_length=253
     )
-    node_selector: dict[str, str] = spec_field("Extra node selector labels.", default_factory=dict)
-    tolerations: tuple[dict[str, Any], ...] = spec_field(
+    node_selector: dict[str, str] = spec_field(
+        "Extra node selector labels.",
+        default_factory=dict,
+        max_properties=32,
+        value_pattern=val.LABEL_VALUE,
+        value_max_length=63,
+        rules=(val.map_keys_rule(),),
+    )
+    tolerations: tuple[Toleration, ...] = spec_field(
         "Extra tolerations, added to the GPU toleration Sluice sets itself.",
         default=(),
         max_items=32,
-        preserve_unknown=True,
     )
-    affinity: dict[str, Any] = spec_field(
+    affinity: Affinity = spec_field(
         "Extra affinity terms, merged with the GPU product node affinity.",
-        default_factory=dict,
-        preserve_unknown=True,
+        default_factory=Affinity,
     )
 
 
@@ -700,6 +876,32 @@ class InferenceServiceSpec:
             field_path="router",
         ),
         Rule(
+            cel="!has(self.triton) || !has(self.triton.env) || !has(self.model.s3) || "
+            "!has(self.model.s3.region) || "
+            "self.triton.env.all(e, e.name != 'AWS_DEFAULT_REGION')",
+            message="spec.triton.env must not set AWS_DEFAULT_REGION when "
+            "spec.model.s3.region is set: Sluice sets it from the region",
+            check=lambda s: (
+                s.model.s3 is None
+                or s.model.s3.region is None
+                or all(e.name != "AWS_DEFAULT_REGION" for e in s.triton.env)
+            ),
+            field_path="triton.env",
+        ),
+        Rule(
+            cel="!has(self.triton) || !has(self.triton.env) || "
+            "!has(self.model.credentialsSecret) || "
+            "self.triton.env.all(e, e.name != 'GOOGLE_APPLICATION_CREDENTIALS')",
+            message="spec.triton.env must not set GOOGLE_APPLICATION_CREDENTIALS when "
+            "spec.model.credentialsSecret is set: Sluice mounts the Secret's gcs.json "
+            "and points the variable at it",
+            check=lambda s: (
+                s.model.credentials_secret is None
+                or all(e.name != "GOOGLE_APPLICATION_CREDENTIALS" for e in s.triton.env)
+            ),
+            field_path="triton.env",
+        ),
+        Rule(
             cel="!has(self.router) || !has(self.router.mirror) || "
             "self.router.mirror.variant == 'main' || (has(self.variants) && "
             "self.variants.exists(v, v.name == self.router.mirror.variant))",
@@ -725,11 +927,20 @@ NAME_RULE = Rule(
     "Service is named <name>-<variant> and Service names are limited to 63",
     check=lambda name: len(name) <= MAX_NAME_LENGTH,
 )
+NAME_LABEL_RULE = Rule(
+    cel=f"self.metadata.name.matches('{DNS_LABEL}')",
+    message="metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', "
+    "starting with a letter, ending with a letter or digit; no dots): the Services are "
+    "named <name> and <name>-<variant>",
+    check=lambda name: re.fullmatch(DNS_LABEL, name) is not None,
+)
+NAME_RULES = (NAME_RULE, NAME_LABEL_RULE)
 
 
 def check_name(name: str) -> None:
-    if not NAME_RULE.check(name):
-        raise SpecError("metadata.name", NAME_RULE.message)
+    for rule in NAME_RULES:
+        if not rule.check(name):
+            raise SpecError("metadata.name", rule.message)
 
 
 def parse_spec(data: Any) -> InferenceServiceSpec:

@@ -124,6 +124,17 @@ def invalid_spec_status(
     return replace(new, spec_error=error, observed_generation=generation)
 
 
+def apply_failed_status(
+    status: InferenceServiceStatus, reason: str, message: str, generation: int, now: float
+) -> InferenceServiceStatus:
+    """Status when the children could not be written (the apiserver refused one,
+    or rendering failed): nothing was changed, so everything else stays as it was."""
+    text = f"nothing was changed, the running fleet is left as it was: {message}"
+    new = status.with_condition("Ready", False, reason, text, now, generation)
+    new = new.with_condition("Progressing", False, reason, text, now, generation)
+    return replace(new, observed_generation=generation)
+
+
 def served_status(
     status: InferenceServiceStatus,
     *,

@@ -143,7 +143,7 @@ def project_pod(obj: Mapping[str, Any]) -> Obj:
         meta["deletionTimestamp"] = md["deletionTimestamp"]
     st = obj.get("status") or {}
     conds = [
-        {k: c[k] for k in ("type", "status", "reason", "message") if k in c}
+        {k: c[k] for k in ("type", "status", "reason", "message", "lastTransitionTime") if k in c}
         for c in st.get("conditions") or []
         if c.get("type") in ("Ready", "PodScheduled")
     ]

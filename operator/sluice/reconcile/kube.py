@@ -320,6 +320,19 @@ class Kube:
             content_type="application/apply-patch+yaml",
         )
 
+    def dry_run_apply(self, obj: Mapping[str, Any]) -> dict[str, Any]:
+        """The server-side apply of ``obj`` with ``dryRun=All``: every admission
+        and validation step runs, nothing is stored (and nothing is cached)."""
+        md = obj["metadata"]
+        path = self.path(obj["apiVersion"], obj["kind"], md.get("namespace"), md["name"])
+        return self.call_json(
+            "PATCH",
+            path,
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true"), ("dryRun", "All")],
+            body=json.dumps(obj),
+            content_type="application/apply-patch+yaml",
+        )
+
     def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
         try:
             self.call_json(
