@@ -32,6 +32,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 MAIN_VARIANT = "main"
 CANARY_VARIANT = "canary"
+BASELINE_VARIANT = "baseline"  # the stable revision beside a canary (spec.rollout.baseline)
 RESERVED_VARIANTS = (MAIN_VARIANT, CANARY_VARIANT)
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51
@@ -422,16 +423,43 @@ class AnalysisSpec:
         minimum=0.1,
     )
     max_latency_ratio: float = spec_field(
-        "The canary's tail latency may be at most this multiple of the stable variant's.",
-        default=1.5,
+        "The canary's latencies (mean and the tail metric) may be at most this multiple of "
+        "the baseline's (1.2 = up to 20% slower): the tolerance of the sequential test. The "
+        "canary fails when it is slower than this with the stated confidence, and passes "
+        "only when it is shown to be within it.",
+        default=1.2,
         minimum=1,
         maximum=100,
     )
     max_error_rate: float = spec_field(
-        "Largest acceptable fraction of failed requests (0.01 = 1%).",
+        "Absolute limit on the canary's fraction of failed requests (0.01 = 1%): it fails "
+        "when its error rate is above this with the stated confidence.",
         default=0.01,
         minimum=0,
         maximum=1,
+    )
+    max_error_rate_increase: float = spec_field(
+        "The canary may fail at most this fraction of requests more than the baseline "
+        "(0.01 = one percentage point): the tolerance of the sequential test on the two "
+        "error rates, computed from Triton's success and failure counts.",
+        default=0.01,
+        minimum=0.0001,
+        maximum=1,
+    )
+    confidence: float = spec_field(
+        "Confidence of every verdict, valid however often the analysis looks (a sequential "
+        "test, checked every control cycle). 0.99: a canary as good as the baseline is "
+        "failed on a signal in at most 1% of rollouts.",
+        default=0.99,
+        minimum=0.8,
+        maximum=0.9999,
+    )
+    min_samples: int = spec_field(
+        "Requests each side (canary and baseline) must have served before a signal can "
+        "pass. A clear regression fails earlier.",
+        default=500,
+        minimum=1,
+        maximum=100000000,
     )
     min_request_rate: float = spec_field(
         "Requests per second the canary must receive for a check to count. Below it the "
@@ -440,7 +468,8 @@ class AnalysisSpec:
         minimum=0,
     )
     failure_threshold: int = spec_field(
-        "Failed checks after which the canary is rolled back.",
+        "Unused since verdicts accumulate evidence over the rollout (a failed signal rolls "
+        "back at once); kept for compatibility.",
         default=3,
         minimum=1,
         maximum=100,
@@ -483,6 +512,20 @@ class RolloutSpec:
     )
     analysis: AnalysisSpec = spec_field(
         "Checks the canary must pass.", default_factory=AnalysisSpec
+    )
+    baseline: bool = spec_field(
+        "Run a baseline variant beside the canary: the stable revision with the canary's "
+        "replicas and traffic share, started and removed with it, so canary and baseline "
+        "see the same per-pod load and the comparison is like with like (Kayenta's "
+        "design). false compares the canary with the main variant, at whatever load each "
+        "has.",
+        default=True,
+    )
+    paused: bool = spec_field(
+        "Hold the rollout where it is: no step, no promotion (evidence still accumulates "
+        "and a failed signal still rolls back). A declarative state, kept in git; remove "
+        "it (or set false) to resume. sluice pause|resume NAME set it.",
+        default=False,
     )
 
     RULES = (
@@ -794,6 +837,45 @@ class PodTemplate:
     )
 
 
+# ------------------------------------------------------------------ experiment
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentSpec:
+    """The A/B verdict on spec.variants: each variant judged against main."""
+
+    signals: tuple[str, ...] = spec_field(
+        "Signals compared: errorRate (failed fractions from Triton's counters), "
+        "avgLatencyMs, queueTimeMs, p95LatencyMs, p99LatencyMs (lower is better; any "
+        "spec.monitoring.queries template replaces the built-in query).",
+        default=("p99LatencyMs", "avgLatencyMs", "errorRate"),
+        min_items=1,
+        max_items=6,
+        enum=("errorRate", "avgLatencyMs", "queueTimeMs", "p95LatencyMs", "p99LatencyMs"),
+    )
+    confidence: float = spec_field(
+        "Confidence of every verdict, valid however often it is looked at (sequential "
+        "tests). 0.99: two identical variants are declared different on a signal in at "
+        "most 1% of experiments.",
+        default=0.99,
+        minimum=0.8,
+        maximum=0.9999,
+    )
+    min_samples: int = spec_field(
+        "Requests each side must have served before a verdict.",
+        default=1000,
+        minimum=1,
+        maximum=100000000,
+    )
+    promote_winner: bool = spec_field(
+        "Once a variant is conclusively better than main on the first signal and not "
+        "worse on any other, it becomes main: its model version and image roll out to "
+        "main (the spec keeps what you wrote; status.experiment.winner says which). Off "
+        "by default: the verdict is only reported.",
+        default=False,
+    )
+
+
 # ------------------------------------------------------------------------ spec
 
 
@@ -819,6 +901,12 @@ class InferenceServiceSpec:
         max_items=8,
         list_type="map",
         list_map_keys=("name",),
+    )
+    experiment: ExperimentSpec | None = spec_field(
+        "Judge the A/B variants against main with sequential statistical tests: per "
+        "signal which is better, by how much, with what confidence and on how many "
+        "requests. Unset: variants are compared side by side in status.signals only.",
+        default=None,
     )
     rollout: RolloutSpec = spec_field(
         "How version and image changes roll out.", default_factory=RolloutSpec
@@ -1079,6 +1167,103 @@ class RevisionStatus:
     image: str = spec_field("Triton image.")
 
 
+@dataclass(frozen=True, kw_only=True)
+class SignalVerdict:
+    """The verdict on one signal, the numbers behind it and the evidence it rests on."""
+
+    signal: str = spec_field("Signal name, for example p99LatencyMs or errorRate.")
+    kind: str = spec_field(
+        "proportion (failed fractions from counts) or ratio (latency ratios per batch).",
+        enum=("proportion", "ratio"),
+        default="ratio",
+    )
+    direction: str = spec_field(
+        "Which values are better.", enum=("lower", "higher"), default="lower"
+    )
+    candidate: float | None = spec_field(
+        "The candidate's value (pooled error rate, or geometric mean over batches).",
+        default=None,
+    )
+    baseline: float | None = spec_field("What it is compared with, the same way.", default=None)
+    tolerance: float | None = spec_field(
+        "How much worse is tolerated (proportion: absolute; ratio: relative).", default=None
+    )
+    effect: float | None = spec_field(
+        "Estimated difference (proportion) or ratio candidate/baseline.", default=None
+    )
+    lower: float | None = spec_field("Lower end of the confidence interval.", default=None)
+    upper: float | None = spec_field("Upper end of the confidence interval.", default=None)
+    confidence: float | None = spec_field("Confidence of the interval.", default=None)
+    samples: int = spec_field("Requests of the smaller side.", default=0)
+    batches: int = spec_field("Rate windows that carried evidence.", default=0)
+    verdict: str = spec_field(
+        "Pass, Fail or Inconclusive (canary); for an experiment also who is better.",
+        enum=("Pass", "Fail", "Inconclusive"),
+        default="Inconclusive",
+    )
+    better: str | None = spec_field(
+        "Experiments: the better variant on this signal, once shown.", default=None
+    )
+    reason: str = spec_field("Why this verdict.", default="")
+    # The evidence: sufficient statistics the next cycle continues from.
+    sum_x: float = spec_field("Sum of batch log-ratios (ratio).", default=0.0)
+    sum_x2: float = spec_field("Sum of squared batch log-ratios (ratio).", default=0.0)
+    sum_log_candidate: float = spec_field("Sum of log candidate values.", default=0.0)
+    sum_log_baseline: float = spec_field("Sum of log baseline values.", default=0.0)
+    candidate_requests: float = spec_field("Candidate requests counted.", default=0.0)
+    candidate_failures: float = spec_field("Candidate failures counted.", default=0.0)
+    baseline_requests: float = spec_field("Baseline requests counted.", default=0.0)
+    baseline_failures: float = spec_field("Baseline failures counted.", default=0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnalysisStatus:
+    """Accumulated evidence and verdicts of one comparison (canary vs baseline, or an
+    A/B variant vs main)."""
+
+    candidate: str = spec_field("The variant judged.")
+    baseline: str = spec_field("The variant it is compared with.")
+    verdict: str = spec_field(
+        "Fail if any signal fails, Pass if every signal passes, else Inconclusive.",
+        enum=("Pass", "Fail", "Inconclusive"),
+        default="Inconclusive",
+    )
+    better: str | None = spec_field(
+        "Experiments: the variant shown better (on the first signal, not worse on any).",
+        default=None,
+    )
+    last_batch_at: float | None = spec_field(
+        "When the last rate window was counted (windows never overlap).",
+        default=None,
+        timestamp=True,
+    )
+    signals: tuple[SignalVerdict, ...] = spec_field("Per signal.", default=())
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentStatus:
+    """The A/B verdicts of spec.experiment."""
+
+    variants: tuple[AnalysisStatus, ...] = spec_field(
+        "One comparison per variant against main.", default=()
+    )
+    winner: str | None = spec_field("The variant conclusively better than main.", default=None)
+    promoted: RevisionStatus | None = spec_field(
+        "With promoteWinner: the winner's revision, now served by main.", default=None
+    )
+    message: str = spec_field("What the experiment says, for people.", default="")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HandledRequests:
+    """The one-shot request tokens (annotations sluice.dev/abort, promote, retry)
+    already acted on: each token acts once."""
+
+    abort: str | None = spec_field("Last abort token handled.", default=None)
+    promote: str | None = spec_field("Last promote token handled.", default=None)
+    retry: str | None = spec_field("Last retry token handled.", default=None)
+
+
 # Rollout phases in which a canary variant exists (RollingBack: its weight is
 # already 0; it is removed once the route no longer sends it traffic).
 IN_FLIGHT = ("Progressing", "Promoting", "RollingBack")
@@ -1110,6 +1295,13 @@ class RolloutStatus:
         "When a step last completed.", default=None, timestamp=True
     )
     message: str = spec_field("What happened last and why.", default="")
+    paused: bool = spec_field("spec.rollout.paused holds the rollout.", default=False)
+    analysis: AnalysisStatus | None = spec_field(
+        "The canary's evidence and verdicts against its baseline, per signal.", default=None
+    )
+    handled: HandledRequests | None = spec_field(
+        "One-shot requests already acted on.", default=None
+    )
 
     @property
     def in_flight(self) -> bool:
@@ -1147,6 +1339,9 @@ class InferenceServiceStatus:
         default=(),
     )
     rollout: RolloutStatus | None = spec_field("Canary rollout state.", default=None)
+    experiment: ExperimentStatus | None = spec_field(
+        "A/B verdicts (spec.experiment).", default=None
+    )
     spec_error: str | None = spec_field(
         "Why the spec cannot be served, when it cannot.", default=None
     )

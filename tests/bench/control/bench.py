@@ -238,7 +238,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--load-times", type=float, nargs="*", default=None)
     ap.add_argument("--trace", action="append", default=[], help="only this trace (repeatable)")
     ap.add_argument("--no-write", action="store_true", help="print the table only")
+    ap.add_argument(
+        "--canary-seeds", type=int, default=None, help="seeds per canary/A-B scenario (100)"
+    )
+    ap.add_argument("--only-canary", action="store_true", help="only the canary and A/B rows")
     a = ap.parse_args(argv)
+    from . import canary_bench
+
+    canary_result = canary_bench.run_all(
+        seeds=a.canary_seeds or (5 if a.quick else 100), write=not a.no_write
+    )
+    print(canary_bench.table(canary_result))
+    if a.only_canary:
+        return 0
     result = run(
         quick=a.quick,
         seeds=a.seeds,
