@@ -6,7 +6,8 @@ tail latency up, and the real operator (``sluice run``) drives the Deployment
 in the local cluster.
 
 (1) Load pushes p99 over the target: the Deployment's replicas rise, one step
-    at a time, to maxReplicas; load stops: they fall back to minReplicas after
+    at a time (scaleUp.maxStep 1), to maxReplicas, each decision explained with
+    the demand policy's numbers; load stops: they fall back to minReplicas after
     the scale-down stabilisation.
 (4) Prometheus stops mid-run: replicas do not move (not even though the load
     stopped too), MetricsAvailable=False says why; Prometheus starts again:
@@ -109,6 +110,11 @@ def test_tail_latency_over_target_scales_up_and_idle_scales_back_down(
         assert decision["metric"] == "p99LatencyMs" and decision["target"] == TARGET_MS
         assert decision["observed"] > TARGET_MS * 1.1
         assert decision["reason"].split(":")[0] in ("ScaleUp", "AtMaxReplicas", "WarmingUp")
+        # Policy Demand explains its sizing: the demand, one replica's capacity by the
+        # M/G/1 model from Triton's compute time, the latency it predicts.
+        assert decision["demand"] > 0 and decision["capacityPerReplica"] > 0
+        assert "M/G/1" in decision["reason"] and "ms per execution" in decision["reason"]
+        assert decision["signals"]["computeTimeMs"] > 0
         ups = view.events("ScaledUp")
         assert len(ups) >= 2 and all("p99LatencyMs" in e["message"] for e in ups)
         # The operator's own metrics count the decisions it explained.
