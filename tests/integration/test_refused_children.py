@@ -348,3 +348,33 @@ def test_every_stored_bad_input_becomes_status_and_an_event(
         assert fleet(kubectl, ns, name) == {}, name
     no_traceback(log)
     kubectl.run("delete", ISVC, "--all", "-n", ns, "--wait=false")
+
+
+# -------------------------------------------- what Kubernetes already says
+
+
+@pytest.mark.parametrize(
+    ("field", "says"),
+    [
+        ("serviceAccountName", 'serviceaccount "no-such-sa" not found'),
+        ("priorityClassName", "no PriorityClass with name no-such-sa was found"),
+    ],
+)
+def test_pods_that_cannot_be_created_are_explained(
+    kubectl: Kubectl, env: tuple[str, Path], field: str, says: str
+) -> None:
+    """A missing ServiceAccount or PriorityClass: the Deployment applies, its
+    ReplicaSet cannot create pods, and the Deployment's ReplicaFailure says why."""
+    ns, log = env
+    name = "no-" + field.lower()[:8]
+    kubectl.apply(service(name, ns, podTemplate={field: "no-such-sa"}))
+
+    def explained() -> str | None:
+        c = condition(get(kubectl, ns, name), "Ready")
+        msg = str(c.get("message", ""))
+        return msg if c.get("status") == "False" and says in msg else None
+
+    msg = until(explained, 90, f"Ready=False naming the missing {field}")
+    assert "main 0/1 ready (version 1): ReplicaFailure (FailedCreate): " in msg
+    kubectl.run("delete", ISVC, name, "-n", ns)
+    no_traceback(log)

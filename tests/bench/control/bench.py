@@ -36,6 +36,7 @@ def policy_set(capacity: float) -> list[Callable[[], policies.Policy]]:
     return [
         policies.Oracle,
         policies.SluicePolicy,
+        lambda: policies.SluicePolicy(name="sluice-prop", overrides={"policy": "Proportional"}),
         policies.HPA,
         lambda: policies.keda(capacity),
     ]
