@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from sluice.api.v1alpha1 import InferenceServiceStatus
 from tests.support.fleet import ClusterView, Fleet, control_operator, isvc_manifest
 from tests.support.kube import Kubectl, temp_namespace
 from tests.support.load import Load
@@ -129,6 +130,8 @@ def test_tail_latency_over_target_scales_up_and_idle_scales_back_down(
         assert st["replicas"] == 1
         signals = {s["variant"]: s for s in st["signals"]}
         assert signals["main"]["requestRate"] == 0
+        # What the apiserver stored is exactly the typed status that was written.
+        assert InferenceServiceStatus.from_dict(st).to_dict() == st
 
 
 def test_prometheus_outage_freezes_replicas_and_control_resumes(

@@ -436,8 +436,8 @@ class AnalysisSpec:
     """Checks a canary must pass at every step. Missing data never counts as a failure."""
 
     max_latency_ms: float | None = spec_field(
-        "Absolute limit on the canary's tail latency (the metric of spec.scaling.target, "
-        "p99 when scaling is off), in milliseconds. Unset: no absolute limit.",
+        "Kept for compatibility: the canary's latencies are judged against the baseline's "
+        "(maxLatencyRatio), not against an absolute limit.",
         default=None,
         minimum=0.1,
     )
@@ -451,8 +451,8 @@ class AnalysisSpec:
         maximum=100,
     )
     max_error_rate: float = spec_field(
-        "Absolute limit on the canary's fraction of failed requests (0.01 = 1%): it fails "
-        "when its error rate is above this with the stated confidence.",
+        "Kept for compatibility: the canary's error rate is judged against the baseline's "
+        "(maxErrorRateIncrease), not against an absolute limit.",
         default=0.01,
         minimum=0,
         maximum=1,
@@ -481,8 +481,8 @@ class AnalysisSpec:
         maximum=100000000,
     )
     min_request_rate: float = spec_field(
-        "Requests per second the canary must receive for a check to count. Below it the "
-        "check is inconclusive: neither passed nor failed.",
+        "Kept for compatibility: a rate window with fewer than 20 requests on a side adds "
+        "no evidence, and minSamples gates every verdict.",
         default=0.1,
         minimum=0,
     )
