@@ -23,6 +23,7 @@ from typing import Any
 
 import pytest
 
+from sluice.api.v1alpha1 import InferenceServiceStatus
 from tests.support.fleet import ClusterView, Fleet, control_operator, isvc_manifest
 from tests.support.kube import Kubectl, temp_namespace
 from tests.support.load import Load, RouteWeights
@@ -206,6 +207,8 @@ def test_good_canary_is_promoted_through_every_step_across_an_outage_and_a_resta
             prometheus.start()
 
     assert done["stable"]["version"] == 2 and "canary" not in done
+    st = view.status()  # stored exactly as the typed status was written
+    assert InferenceServiceStatus.from_dict(st).to_dict() == st
     main = view.deployment("main")
     assert main is not None
     assert main["metadata"]["labels"]["sluice.dev/model-version"] == "2"

@@ -278,7 +278,9 @@ class ScalingBehavior:
         maximum=86400,
     )
     max_step: int | None = spec_field(
-        "At most this many replicas added or removed per decision. Defaults: 4 up, 1 down.",
+        "At most this many replicas added (scaleUp: the surge bound) or removed (scaleDown) "
+        "per decision. Defaults: policy Demand has no bound (it sizes the whole gap in one "
+        "decision, within maxReplicas); policy Proportional moves 4 up, 1 down.",
         default=None,
         minimum=1,
         maximum=1000,
@@ -300,15 +302,28 @@ class ScalingSpec:
     )
     max_replicas: int = spec_field("Most replicas per variant.", minimum=1, maximum=1000)
     target: ScalingTarget = spec_field("The latency target.")
+    policy: str = spec_field(
+        "How replicas are sized. Demand (default): from the request rate and Triton's "
+        "compute time per request through a queueing model (M/G/1) of the target latency, "
+        "corrected online from the measured queue time, looking ahead over the measured "
+        "model-load time; starting pods count as coming capacity. Proportional: the earlier "
+        "rule, replicas x observed/target of the target signal, one bounded step at a time.",
+        enum=("Demand", "Proportional"),
+        default="Demand",
+    )
     tolerance: float = spec_field(
-        "No change while the signal is within this fraction of the target.",
+        "No change while the signal is within this fraction of the target. Policy Demand: "
+        "scale down only to a size whose predicted latency is at least this fraction below "
+        "the target.",
         default=0.1,
         minimum=0,
         maximum=0.9,
     )
     warmup_seconds: int = spec_field(
         "Replicas created less than this long ago and not yet ready count as coming "
-        "capacity: no further scale-up while they load, within this bound.",
+        "capacity. Policy Proportional: no further scale-up while they load, within this "
+        "bound. Policy Demand: the longest model-load time it will assume from pods that "
+        "are still loading.",
         default=600,
         minimum=0,
         maximum=86400,
@@ -339,11 +354,15 @@ class ScalingSpec:
 
     @property
     def up_step(self) -> int:
-        return self.scale_up.max_step or 4
+        if self.scale_up.max_step:
+            return self.scale_up.max_step
+        return self.max_replicas if self.policy == "Demand" else 4
 
     @property
     def down_step(self) -> int:
-        return self.scale_down.max_step or 1
+        if self.scale_down.max_step:
+            return self.scale_down.max_step
+        return self.max_replicas if self.policy == "Demand" else 1
 
 
 # -------------------------------------------------------------------- variants
@@ -417,8 +436,8 @@ class AnalysisSpec:
     """Checks a canary must pass at every step. Missing data never counts as a failure."""
 
     max_latency_ms: float | None = spec_field(
-        "Absolute limit on the canary's tail latency (the metric of spec.scaling.target, "
-        "p99 when scaling is off), in milliseconds. Unset: no absolute limit.",
+        "Kept for compatibility: the canary's latencies are judged against the baseline's "
+        "(maxLatencyRatio), not against an absolute limit.",
         default=None,
         minimum=0.1,
     )
@@ -432,8 +451,8 @@ class AnalysisSpec:
         maximum=100,
     )
     max_error_rate: float = spec_field(
-        "Absolute limit on the canary's fraction of failed requests (0.01 = 1%): it fails "
-        "when its error rate is above this with the stated confidence.",
+        "Kept for compatibility: the canary's error rate is judged against the baseline's "
+        "(maxErrorRateIncrease), not against an absolute limit.",
         default=0.01,
         minimum=0,
         maximum=1,
@@ -462,8 +481,8 @@ class AnalysisSpec:
         maximum=100000000,
     )
     min_request_rate: float = spec_field(
-        "Requests per second the canary must receive for a check to count. Below it the "
-        "check is inconclusive: neither passed nor failed.",
+        "Kept for compatibility: a rate window with fewer than 20 requests on a side adds "
+        "no evidence, and minSamples gates every verdict.",
         default=0.1,
         minimum=0,
     )
@@ -1095,6 +1114,42 @@ class Signals:
     queue_time_ms: float | None = spec_field("Mean queue time, ms.", default=None)
     p95_latency_ms: float | None = spec_field("p95 latency of the worst pod, ms.", default=None)
     p99_latency_ms: float | None = spec_field("p99 latency of the worst pod, ms.", default=None)
+    compute_time_ms: float | None = spec_field(
+        "Mean compute time per inference (one execution, shared by its batch), ms.",
+        default=None,
+    )
+    batch_size: float | None = spec_field(
+        "Mean batch size: inferences per execution.", default=None
+    )
+    pending_requests: float | None = spec_field(
+        "Requests waiting in Triton's queues, summed over pods.", default=None
+    )
+    pending_growth: float | None = spec_field(
+        "How fast the queues grow (requests per second, summed over pods): arrivals the "
+        "request rate (completions) does not show yet.",
+        default=None,
+    )
+    p95_latency_typical_ms: float | None = spec_field(
+        "p95 latency of the typical pod (mean over pods of their own p95), ms.", default=None
+    )
+    p99_latency_typical_ms: float | None = spec_field(
+        "p99 latency of the typical pod (mean over pods of their own p99), ms: an estimate "
+        "that, unlike the worst pod's, does not drift up with the number of pods.",
+        default=None,
+    )
+    request_rate_now: float | None = spec_field(
+        "Requests per second between the last two scrapes (irate).", default=None
+    )
+    request_rate_1m_ago: float | None = spec_field(
+        "Requests per second over the minute before the last: with requestRate, the trend.",
+        default=None,
+    )
+    request_rate_2m_ago: float | None = spec_field(
+        "Requests per second over the minute two minutes ago.", default=None
+    )
+    request_rate_3m_ago: float | None = spec_field(
+        "Requests per second over the minute three minutes ago.", default=None
+    )
     missing: tuple[str, ...] = spec_field(
         "Signals that had no usable value, each with why.", default=()
     )
@@ -1124,6 +1179,16 @@ class Signals:
                 "queue_time_ms",
                 "p95_latency_ms",
                 "p99_latency_ms",
+                "compute_time_ms",
+                "batch_size",
+                "pending_requests",
+                "pending_growth",
+                "p95_latency_typical_ms",
+                "p99_latency_typical_ms",
+                "request_rate_now",
+                "request_rate_1m_ago",
+                "request_rate_2m_ago",
+                "request_rate_3m_ago",
             )
             if getattr(self, k) is not None
         )
@@ -1151,6 +1216,50 @@ class ScalingStatus:
         timestamp=True,
     )
     pending_direction: str | None = spec_field("Up or Down while stabilising.", default=None)
+    pending_replicas: int | None = spec_field(
+        "While scaling down is stabilising: the most replicas any decision since "
+        "pendingSince called for (the size reached when the window passes).",
+        default=None,
+    )
+    pending_low_replicas: int | None = spec_field(
+        "While scaling down is stabilising: a lower size called for since pendingLowSince "
+        "(reached once that has held for the window).",
+        default=None,
+    )
+    pending_low_since: float | None = spec_field(
+        "Since when every decision has allowed pendingLowReplicas.",
+        default=None,
+        timestamp=True,
+    )
+    demand: float | None = spec_field(
+        "Policy Demand: the request rate sized for (arrivals, plus the queue backlog to "
+        "drain and the trend over the model-load time), req/s.",
+        default=None,
+    )
+    capacity_per_replica: float | None = spec_field(
+        "Policy Demand: req/s one replica serves within the target, by the queueing model.",
+        default=None,
+    )
+    correction: float | None = spec_field(
+        "Policy Demand: measured over predicted (M/M/1) mean queue time, within 0.25..4; "
+        "scales the model's queueing delay. Measured while the fleet is steady, else the "
+        "last measured value.",
+        default=None,
+    )
+    tail_correction: float | None = spec_field(
+        "Policy Demand: the typical pod's measured quantile over the model's (within "
+        "0.5..2), measured near the target; scales the predicted tail.",
+        default=None,
+    )
+    predicted_latency_ms: float | None = spec_field(
+        "Policy Demand: the target signal the model predicts at desiredReplicas, ms.",
+        default=None,
+    )
+    load_time_seconds: float | None = spec_field(
+        "Policy Demand: the model-load time measured from this variant's pods (creation to "
+        "ready), s.",
+        default=None,
+    )
     signals: Signals | None = spec_field("What was observed.", default=None)
 
     @property

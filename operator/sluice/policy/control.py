@@ -361,6 +361,7 @@ def scale_inputs(
             if v.name == MAIN_VARIANT and rs.in_flight
             else None
         )
+        pods = inp.pods_of(v.name)
         out.append(
             scaling_policy.ScaleInput(
                 variant=v.name,
@@ -371,6 +372,24 @@ def scale_inputs(
                 previous=scaling_policy.Previous.from_status(inp.status.scaling_for(v.name)),
                 hold_down=hold,
                 floor=floor,
+                load_times=tuple(
+                    p.ready_since - p.created
+                    for p in pods
+                    if p.ready and p.ready_since is not None and p.created is not None
+                ),
+                ready_for=min(
+                    (
+                        now - p.ready_since
+                        for p in pods
+                        if p.ready and not p.deleting and p.ready_since is not None
+                    ),
+                    default=None,
+                ),
+                loading_ages=tuple(
+                    now - p.created
+                    for p in pods
+                    if not p.ready and not p.deleting and p.created is not None
+                ),
             )
         )
     return out

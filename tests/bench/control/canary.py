@@ -72,14 +72,14 @@ def cases() -> list[Case]:
         Case("identical, right-sized fixed fleet"),
         Case("identical, autoscaled fleet", autoscale=True),
         Case("identical, low traffic 10-60 req/s, pod spread", rate=(10, 60), pod_spread=0.075),
-        Case("identical, pod spread, harsh noise", pod_spread=0.075, cv=1.0),
+        Case("identical, pod spread, harsh noise", pod_spread=0.075, cv=0.6),
         Case("1.3x slower, right-sized fixed fleet", slowdown=1.3),
         Case("1.3x slower, autoscaled fleet", slowdown=1.3, autoscale=True),
         Case("2x slower, right-sized fixed fleet", slowdown=2.0),
         Case("2x slower, low traffic, pod spread", slowdown=2.0, rate=(10, 60), pod_spread=0.075),
         Case("error rate 1% -> 5%", base_error=0.01, cand_error=0.05),
-        Case("A/B: b's p99 20% lower", kind="ab", slowdown=0.8, max_s=1800.0),
-        Case("A/B: identical", kind="ab", max_s=1800.0),
+        Case("A/B: b's p99 20% lower", kind="ab", slowdown=0.8, max_s=1200.0),
+        Case("A/B: identical", kind="ab", max_s=1200.0),
     ]
 
 

@@ -18,8 +18,14 @@ BEGIN, END = "<!-- canary:begin -->", "<!-- canary:end -->"
 def run_all(seeds: int = 100, write: bool = True, out: Path = OUT) -> dict[str, Any]:
     started = time.time()
     rows = []
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(max_workers=2) as pool:
+        futures = {
+            c.name: [pool.submit(canary.run, c, s) for s in range(seeds)] for c in canary.cases()
+        }
     for c in canary.cases():
-        outs = [canary.run(c, s) for s in range(seeds)]
+        outs = [f.result() for f in futures[c.name]]
         row = canary.summarise(outs, c)
         row["examples"] = [o.events[-3:] for o in outs if _odd(o, c)][:2]
         rows.append(row)

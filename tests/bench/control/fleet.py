@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
+WARM_FOR = 600.0  # pods a run starts with have been ready this long
 SUMMARY_MAX_AGE = 60.0
 SUMMARY_AGE_BUCKETS = 5
 
@@ -136,6 +137,7 @@ class Pod:
         "recent_lat",
         "removed_at",
         "rng",
+        "since",
         "speed",
         "uid",
         "variant",
@@ -146,6 +148,8 @@ class Pod:
         self.variant = variant
         self.created = created
         self.ready_at = ready_at
+        # When the pod's Ready condition became True as the apiserver shows it.
+        self.since = ready_at
         self.removed_at: float | None = None
         self.gone_at = math.inf
         self.free_at = ready_at
@@ -303,14 +307,17 @@ class Fleet:
             self._uid += 1
             created = t
             if warm:
-                # Already serving: created one load time ago (what a policy that
-                # measures load times from pods sees), cost counted from t.
+                # Already serving, as if for the last 10 minutes, after one load time
+                # (what a policy that measures load times from pods sees); cost is
+                # counted from t.
                 ready_at = t
-                created = t - v.load_time_s
+                created = t - WARM_FOR - v.load_time_s
             else:
                 j = v.load_jitter
                 ready_at = t + v.load_time_s * (1 + j * (2 * self.rng.random() - 1))
             pod = Pod(self._uid, variant, created, ready_at)
+            if warm:
+                pod.since = t - WARM_FOR
             if v.pod_spread:
                 pod.speed = 1.0 + v.pod_spread * (2 * self.rng.random() - 1)
             if v.error_rate:
