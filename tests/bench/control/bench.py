@@ -6,7 +6,7 @@ and served p99 over time per policy, seed 0) and the table between the
 ``control:begin``/``control:end`` markers of docs/bench/README.md.
 
 ``--quick`` halves the traces and runs 2 seeds at L = 60 s and 180 s: for
-iterating on a policy, not for the record.
+iterating on a policy, not for the record (it writes control-quick.json only).
 """
 
 from __future__ import annotations
@@ -113,7 +113,8 @@ def run(
             json.dumps(result, indent=1) + "\n"
         )
         for (trace, lt), by in plots.items():
-            if lt in (60.0, 180.0):
+            # Quick runs never overwrite the record's plots.
+            if lt in (60.0, 180.0) and not quick:
                 plot(by, out / f"control-{trace}-L{int(lt)}.png", f"{trace}, L = {lt:g} s")
         if not quick:
             update_readme(out / "README.md", table(result))
