@@ -222,3 +222,57 @@ def test_good_canary_is_promoted_through_every_step_across_an_outage_and_a_resta
     assert done["failedChecks"] == 0
     assert view.condition("Canary")["status"] == "True"
     assert view.condition("MetricsAvailable")["status"] == "True"
+
+
+def sluice(kubeconfig: Path, *args: str) -> str:
+    """The `sluice` CLI (as `kubectl sluice` runs it) against the test cluster."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "KUBECONFIG": str(kubeconfig)}
+    r = subprocess.run(
+        [sys.executable, "-m", "sluice.cli", *args], env=env, capture_output=True, text=True
+    )
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_rollout_controls_pause_resume_abort_retry_promote(
+    kubectl: Kubectl, kubeconfig: Path, ns: str, fleet: Fleet, prometheus: PrometheusServer
+) -> None:
+    view = stable_service(kubectl, ns, fleet, prometheus, canary_sleep_ms=20)
+    servers = {v: s.url for v, s in fleet.servers.items()}
+    with (
+        control_operator(kubeconfig, ns, prometheus.url, fleet.dir),
+        RouteWeights(kubeconfig, ns, NAME) as weights,
+        Load(NAME, servers, weights, concurrency=4, rate=RATE),
+    ):
+        wait_stable_v1(view)
+        sluice(kubeconfig, "pause", NAME, "-n", ns)
+        view.patch_spec({"model": {"version": 2}})
+        until(lambda: view.rollout().get("paused") is True, 60, "the rollout to be paused")
+        never(lambda: view.rollout().get("canaryWeight", 0) > 0, 4, "a paused canary got traffic")
+        sluice(kubeconfig, "resume", NAME, "-n", ns)
+        until(lambda: view.rollout().get("canaryWeight") == 20, 60, "the resumed canary at 20%")
+
+        sluice(kubeconfig, "abort", NAME, "-n", ns)
+        rolled = until(
+            lambda: (r := view.rollout()).get("phase") == "RolledBack" and r, 60, "aborted"
+        )
+        assert "aborted by request" in rolled["message"] and rolled["handled"]["abort"]
+        until(lambda: view.deployment("canary") is None, 60, "the canary removed")
+
+        sluice(kubeconfig, "retry", NAME, "-n", ns)
+        until(lambda: view.rollout().get("canaryWeight") == 20, 60, "the retried canary at 20%")
+        out = sluice(kubeconfig, "get", NAME, "-n", ns)
+        assert "Phase:     Progressing" in out and "canary" in out and "CanaryStarted" in out
+
+        sluice(kubeconfig, "promote", NAME, "-n", ns)
+        done = until(
+            lambda: (r := view.rollout()).get("phase") == "Succeeded" and r, 90, "promoted"
+        )
+    assert done["stable"]["version"] == 2
+    assert any("promoted by request" in e["message"] for e in view.events("CanaryPromoting"))
+    main = view.deployment("main")
+    assert main is not None and main["metadata"]["labels"]["sluice.dev/model-version"] == "2"
