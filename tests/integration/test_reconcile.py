@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ from typing import Any
 import pytest
 import yaml
 
+from sluice.api.v1alpha1 import InferenceServiceStatus
 from sluice.reconcile.desired import render_documents
 from sluice.reconcile.isvc import Reconciler
 from sluice.reconcile.kube import Kube, load_config
@@ -133,6 +135,11 @@ def test_samples_become_ready_with_status(samples_ready: dict[str, dict[str, Any
     for obj in samples_ready.values():
         assert condition(obj, "SpecValid")["status"] == "True"
         assert condition(obj, "Progressing")["status"] == "False"
+        # One timestamp format; and what the apiserver stored is exactly the typed
+        # status the operator wrote (the CRD's schema pruned nothing).
+        for c in obj["status"]["conditions"]:
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", c["lastTransitionTime"])
+        assert InferenceServiceStatus.from_dict(obj["status"]).to_dict() == obj["status"]
 
 
 def test_h100_sample_lands_only_on_the_h100_node(

@@ -68,9 +68,9 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
 
 
 def current(obj: dict[str, Any] | None) -> bool:
-    return bool(obj) and (obj or {}).get("status", {}).get("observedGeneration") == (
-        obj or {}
-    ).get("metadata", {}).get("generation")
+    return bool(obj) and (obj or {}).get("status", {}).get("observedGeneration") == (obj or {}).get(
+        "metadata", {}
+    ).get("generation")
 
 
 def events(kubectl: Kubectl, ns: str, name: str, reason: str) -> list[dict[str, Any]]:
@@ -183,16 +183,32 @@ def test_immutable_field_of_an_existing_deployment(kubectl: Kubectl, env: tuple[
     no_traceback(log)
 
 
+@pytest.mark.parametrize(
+    ("name", "anti", "says"),
+    [
+        # 422: a valid shape with an invalid value
+        (
+            "podaff",
+            {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": ""}]},
+            "topologyKey",
+        ),
+        # server-side apply's 500: a shape that does not fit the Pod schema
+        (
+            "podaff-shape",
+            {"requiredDuringSchedulingIgnoredDuringExecution": "everywhere"},
+            "failed to create typed patch object",
+        ),
+    ],
+)
 def test_pass_through_pod_field_kubernetes_rejects(
-    kubectl: Kubectl, env: tuple[str, Path]
+    kubectl: Kubectl, env: tuple[str, Path], name: str, anti: dict[str, Any], says: str
 ) -> None:
     ns, log = env
-    anti = {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": ""}]}
-    kubectl.apply(service("podaff", ns, podTemplate={"affinity": {"podAntiAffinity": anti}}))
-    st = apply_failed(kubectl, ns, "podaff", "Deployment/podaff-main: ")
-    assert "topologyKey" in condition(st, "Ready")["message"]
-    assert fleet(kubectl, ns, "podaff") == {}
-    kubectl.run("delete", ISVC, "podaff", "-n", ns)
+    kubectl.apply(service(name, ns, podTemplate={"affinity": {"podAntiAffinity": anti}}))
+    st = apply_failed(kubectl, ns, name, f"Deployment/{name}-main: ")
+    assert says in condition(st, "Ready")["message"]
+    assert fleet(kubectl, ns, name) == {}
+    kubectl.run("delete", ISVC, name, "-n", ns)
     no_traceback(log)
 
 
@@ -348,3 +364,33 @@ def test_every_stored_bad_input_becomes_status_and_an_event(
         assert fleet(kubectl, ns, name) == {}, name
     no_traceback(log)
     kubectl.run("delete", ISVC, "--all", "-n", ns, "--wait=false")
+
+
+# -------------------------------------------- what Kubernetes already says
+
+
+@pytest.mark.parametrize(
+    ("field", "says"),
+    [
+        ("serviceAccountName", 'serviceaccount "no-such-sa" not found'),
+        ("priorityClassName", "no PriorityClass with name no-such-sa was found"),
+    ],
+)
+def test_pods_that_cannot_be_created_are_explained(
+    kubectl: Kubectl, env: tuple[str, Path], field: str, says: str
+) -> None:
+    """A missing ServiceAccount or PriorityClass: the Deployment applies, its
+    ReplicaSet cannot create pods, and the Deployment's ReplicaFailure says why."""
+    ns, log = env
+    name = "no-" + field.lower()[:8]
+    kubectl.apply(service(name, ns, podTemplate={field: "no-such-sa"}))
+
+    def explained() -> str | None:
+        c = condition(get(kubectl, ns, name), "Ready")
+        msg = str(c.get("message", ""))
+        return msg if c.get("status") == "False" and says in msg else None
+
+    msg = until(explained, 90, f"Ready=False naming the missing {field}")
+    assert "main 0/1 ready (version 1): ReplicaFailure (FailedCreate): " in msg
+    kubectl.run("delete", ISVC, name, "-n", ns)
+    no_traceback(log)

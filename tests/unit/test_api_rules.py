@@ -63,7 +63,18 @@ def test_scaling_behaviour_defaults() -> None:
     s = spec.scaling
     assert s is not None
     assert (s.mode, s.min_replicas, s.target.metric) == ("Auto", 1, "p99LatencyMs")
-    assert (s.up_stabilization, s.down_stabilization, s.up_step, s.down_step) == (0, 300, 4, 1)
+    # Policy Demand (the default) sizes the whole gap in one decision: no step bound.
+    assert s.policy == "Demand"
+    assert (s.up_stabilization, s.down_stabilization, s.up_step, s.down_step) == (0, 300, 4, 4)
+    # The earlier proportional rule keeps its bounded steps.
+    prop = parse_spec(
+        {
+            "model": {"name": "m", "repository": "gs://b/p", "version": 4},
+            "scaling": {"maxReplicas": 4, "target": {"value": 50}, "policy": "Proportional"},
+        }
+    ).scaling
+    assert prop is not None
+    assert (prop.up_step, prop.down_step) == (4, 1)
 
 
 @pytest.mark.parametrize(

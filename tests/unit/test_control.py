@@ -22,6 +22,9 @@ def spec(warmup: int = 120):
         {
             "model": {"name": "m", "repository": "s3://b/p", "version": 1},
             "scaling": {
+                # The warm-up rule under test is policy Proportional's; policy
+                # Demand's handling of starting pods is in test_scaling_demand.py.
+                "policy": "Proportional",
                 "maxReplicas": 8,
                 "target": {"value": 100},
                 "warmupSeconds": warmup,

@@ -100,3 +100,100 @@ def test_pod_problems_reads_unschedulable_and_waiting_reasons() -> None:
         "main": 'pod a unschedulable: persistentvolumeclaim "x" not found',
         "canary": "pod b ImagePullBackOff: no such image",
     }
+
+
+# ------------------------------------------- what Kubernetes already says
+
+
+def test_replica_failure_is_in_the_ready_message_of_its_variant() -> None:
+    from sluice.policy.readiness import deployment_problem
+
+    problem = deployment_problem(
+        [
+            {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable"},
+            {
+                "type": "ReplicaFailure",
+                "status": "True",
+                "reason": "FailedCreate",
+                "message": 'pods "m-main-5d" is forbidden: error looking up service account '
+                'ns/triton: serviceaccount "triton" not found',
+            },
+        ]
+    )
+    assert problem is not None
+    st = status({"main": DeploymentState("m-main", "main", 2, 0, 0, 0, True, 3, problem=problem)})
+    msg = cond(st, "Ready")["message"]
+    assert "main 0/2 ready (version 3): ReplicaFailure (FailedCreate): " in msg
+    assert 'serviceaccount "triton" not found' in msg
+
+
+def test_progress_deadline_exceeded_is_reported() -> None:
+    from sluice.policy.readiness import deployment_problem
+
+    conds = [
+        {
+            "type": "Progressing",
+            "status": "False",
+            "reason": "ProgressDeadlineExceeded",
+            "message": 'ReplicaSet "m-main-5d" has timed out progressing.',
+        }
+    ]
+    assert deployment_problem(conds) == (
+        'ProgressDeadlineExceeded: ReplicaSet "m-main-5d" has timed out progressing.'
+    )
+    healthy = [{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]
+    assert deployment_problem(healthy) is None
+
+
+def test_deployment_and_pod_problems_are_both_shown() -> None:
+    st = status(
+        {
+            "main": DeploymentState(
+                "m-main", "main", 2, 1, 2, 1, True, 3, problem="ReplicaFailure x"
+            )
+        },
+        {"main": "pod m-main-y ImagePullBackOff: back-off pulling image"},
+    )
+    assert "ReplicaFailure x; pod m-main-y ImagePullBackOff" in cond(st, "Ready")["message"]
+
+
+def _pod(name: str, **status: object) -> dict:
+    return {"metadata": {"name": name, "labels": {"v": "main"}}, "status": status}
+
+
+def test_stuck_containers_are_named_with_their_reason_and_last_exit() -> None:
+    crash = _pod(
+        "p1",
+        containerStatuses=[
+            {
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+                "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}},
+            }
+        ],
+    )
+    assert pod_problems([crash], "v") == {
+        "main": "pod p1 CrashLoopBackOff: back-off 40s (last exit code 1, Error)"
+    }
+    secret = _pod(
+        "p2",
+        containerStatuses=[
+            {
+                "state": {
+                    "waiting": {
+                        "reason": "CreateContainerConfigError",
+                        "message": 'secret "s3-creds" not found',
+                    }
+                }
+            }
+        ],
+    )
+    assert pod_problems([secret], "v") == {
+        "main": 'pod p2 CreateContainerConfigError: secret "s3-creds" not found'
+    }
+    for reason in ("ImagePullBackOff", "ErrImagePull", "InvalidImageName"):
+        p = _pod("p3", containerStatuses=[{"state": {"waiting": {"reason": reason}}}])
+        assert pod_problems([p], "v") == {"main": f"pod p3 {reason}"}
+    loading = _pod(
+        "p4", containerStatuses=[{"state": {"waiting": {"reason": "ContainerCreating"}}}]
+    )
+    assert pod_problems([loading], "v") == {}

@@ -188,3 +188,54 @@ def test_a_render_failure_is_reported_not_crash_looped(monkeypatch: Any) -> None
     assert c["reason"] == "RenderFailed" and "setdefault" in c["message"]
     assert [e[1] for e in kube.events] == ["RenderFailed"]
     assert kube.objects[("InferenceService", "ns", "bad")]["status"]["observedGeneration"] == 1
+
+
+def test_the_watch_cache_keeps_what_explains_a_stuck_deployment_or_pod() -> None:
+    from sluice.reconcile.cache import project_deployment, project_pod
+
+    dep = {
+        "metadata": {"name": "d"},
+        "spec": {},
+        "status": {
+            "replicas": 0,
+            "conditions": [
+                {"type": "Available", "status": "False", "lastUpdateTime": "t1"},
+                {
+                    "type": "ReplicaFailure",
+                    "status": "True",
+                    "reason": "FailedCreate",
+                    "message": "quota",
+                    "lastUpdateTime": "t2",
+                },
+            ],
+        },
+    }
+    assert project_deployment(dep)["status"]["conditions"] == [
+        {"type": "ReplicaFailure", "status": "True", "reason": "FailedCreate", "message": "quota"}
+    ]
+    pod = {
+        "metadata": {"name": "p"},
+        "status": {
+            "containerStatuses": [
+                {
+                    "name": "triton",
+                    "state": {"waiting": {"reason": "CrashLoopBackOff"}},
+                    "lastState": {"terminated": {"exitCode": 1, "reason": "Error", "x": 1}},
+                }
+            ]
+        },
+    }
+    cs = project_pod(pod)["status"]["containerStatuses"][0]
+    assert cs["lastState"] == {"terminated": {"exitCode": 1, "reason": "Error"}}
+
+
+def test_what_counts_as_a_refusal() -> None:
+    from sluice.reconcile.apply import is_refusal
+
+    assert is_refusal(refusal(422, "invalid")) and is_refusal(refusal(403, "exceeded quota"))
+    assert is_refusal(refusal(409, "conflict"))
+    assert is_refusal(refusal(500, "failed to create typed patch object (x): expected list"))
+    assert not is_refusal(refusal(500, "etcdserver: request timed out"))
+    assert not is_refusal(refusal(429, "too many requests"))
+    assert not is_refusal(refusal(503, "unavailable"))
+    assert not is_refusal(ValueError("x"))

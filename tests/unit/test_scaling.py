@@ -24,7 +24,9 @@ T0 = 1_800_000_000.0
 
 
 def scaling(**over: Any):
+    # These cases are the Proportional policy's; policy Demand has its own tests.
     base: dict[str, Any] = {
+        "policy": "Proportional",
         "minReplicas": 1,
         "maxReplicas": 8,
         "target": {"metric": "p99LatencyMs", "value": 100},
@@ -352,6 +354,7 @@ def service(mode: str = "Auto"):
             "replicas": 1,
             "scaling": {
                 "mode": mode,
+                "policy": "Proportional",
                 "maxReplicas": 4,
                 "target": {"value": 100},
                 "scaleUp": {"maxStep": 1},

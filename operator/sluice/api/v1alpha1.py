@@ -32,6 +32,7 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 MAIN_VARIANT = "main"
 CANARY_VARIANT = "canary"
+BASELINE_VARIANT = "baseline"  # the stable revision beside a canary (spec.rollout.baseline)
 RESERVED_VARIANTS = (MAIN_VARIANT, CANARY_VARIANT)
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51
@@ -277,7 +278,9 @@ class ScalingBehavior:
         maximum=86400,
     )
     max_step: int | None = spec_field(
-        "At most this many replicas added or removed per decision. Defaults: 4 up, 1 down.",
+        "At most this many replicas added (scaleUp: the surge bound) or removed (scaleDown) "
+        "per decision. Defaults: policy Demand has no bound (it sizes the whole gap in one "
+        "decision, within maxReplicas); policy Proportional moves 4 up, 1 down.",
         default=None,
         minimum=1,
         maximum=1000,
@@ -299,15 +302,28 @@ class ScalingSpec:
     )
     max_replicas: int = spec_field("Most replicas per variant.", minimum=1, maximum=1000)
     target: ScalingTarget = spec_field("The latency target.")
+    policy: str = spec_field(
+        "How replicas are sized. Demand (default): from the request rate and Triton's "
+        "compute time per request through a queueing model (M/G/1) of the target latency, "
+        "corrected online from the measured queue time, looking ahead over the measured "
+        "model-load time; starting pods count as coming capacity. Proportional: the earlier "
+        "rule, replicas x observed/target of the target signal, one bounded step at a time.",
+        enum=("Demand", "Proportional"),
+        default="Demand",
+    )
     tolerance: float = spec_field(
-        "No change while the signal is within this fraction of the target.",
+        "No change while the signal is within this fraction of the target. Policy Demand: "
+        "scale down only to a size whose predicted latency is at least this fraction below "
+        "the target.",
         default=0.1,
         minimum=0,
         maximum=0.9,
     )
     warmup_seconds: int = spec_field(
         "Replicas created less than this long ago and not yet ready count as coming "
-        "capacity: no further scale-up while they load, within this bound.",
+        "capacity. Policy Proportional: no further scale-up while they load, within this "
+        "bound. Policy Demand: the longest model-load time it will assume from pods that "
+        "are still loading.",
         default=600,
         minimum=0,
         maximum=86400,
@@ -338,11 +354,15 @@ class ScalingSpec:
 
     @property
     def up_step(self) -> int:
-        return self.scale_up.max_step or 4
+        if self.scale_up.max_step:
+            return self.scale_up.max_step
+        return self.max_replicas if self.policy == "Demand" else 4
 
     @property
     def down_step(self) -> int:
-        return self.scale_down.max_step or 1
+        if self.scale_down.max_step:
+            return self.scale_down.max_step
+        return self.max_replicas if self.policy == "Demand" else 1
 
 
 # -------------------------------------------------------------------- variants
@@ -416,31 +436,59 @@ class AnalysisSpec:
     """Checks a canary must pass at every step. Missing data never counts as a failure."""
 
     max_latency_ms: float | None = spec_field(
-        "Absolute limit on the canary's tail latency (the metric of spec.scaling.target, "
-        "p99 when scaling is off), in milliseconds. Unset: no absolute limit.",
+        "Kept for compatibility: the canary's latencies are judged against the baseline's "
+        "(maxLatencyRatio), not against an absolute limit.",
         default=None,
         minimum=0.1,
     )
     max_latency_ratio: float = spec_field(
-        "The canary's tail latency may be at most this multiple of the stable variant's.",
-        default=1.5,
+        "The canary's latencies (mean and the tail metric) may be at most this multiple of "
+        "the baseline's (1.2 = up to 20% slower): the tolerance of the sequential test. The "
+        "canary fails when it is slower than this with the stated confidence, and passes "
+        "only when it is shown to be within it.",
+        default=1.2,
         minimum=1,
         maximum=100,
     )
     max_error_rate: float = spec_field(
-        "Largest acceptable fraction of failed requests (0.01 = 1%).",
+        "Kept for compatibility: the canary's error rate is judged against the baseline's "
+        "(maxErrorRateIncrease), not against an absolute limit.",
         default=0.01,
         minimum=0,
         maximum=1,
     )
+    max_error_rate_increase: float = spec_field(
+        "The canary may fail at most this fraction of requests more than the baseline "
+        "(0.01 = one percentage point): the tolerance of the sequential test on the two "
+        "error rates, computed from Triton's success and failure counts.",
+        default=0.01,
+        minimum=0.0001,
+        maximum=1,
+    )
+    confidence: float = spec_field(
+        "Confidence of every verdict, valid however often the analysis looks (a sequential "
+        "test, checked every control cycle). 0.99: a canary as good as the baseline is "
+        "failed on a signal in at most 1% of rollouts.",
+        default=0.99,
+        minimum=0.8,
+        maximum=0.9999,
+    )
+    min_samples: int = spec_field(
+        "Requests each side (canary and baseline) must have served before a signal can "
+        "pass. A clear regression fails earlier.",
+        default=500,
+        minimum=1,
+        maximum=100000000,
+    )
     min_request_rate: float = spec_field(
-        "Requests per second the canary must receive for a check to count. Below it the "
-        "check is inconclusive: neither passed nor failed.",
+        "Kept for compatibility: a rate window with fewer than 20 requests on a side adds "
+        "no evidence, and minSamples gates every verdict.",
         default=0.1,
         minimum=0,
     )
     failure_threshold: int = spec_field(
-        "Failed checks after which the canary is rolled back.",
+        "Unused since verdicts accumulate evidence over the rollout (a failed signal rolls "
+        "back at once); kept for compatibility.",
         default=3,
         minimum=1,
         maximum=100,
@@ -483,6 +531,20 @@ class RolloutSpec:
     )
     analysis: AnalysisSpec = spec_field(
         "Checks the canary must pass.", default_factory=AnalysisSpec
+    )
+    baseline: bool = spec_field(
+        "Run a baseline variant beside the canary: the stable revision with the canary's "
+        "replicas and traffic share, started and removed with it, so canary and baseline "
+        "see the same per-pod load and the comparison is like with like (Kayenta's "
+        "design). false compares the canary with the main variant, at whatever load each "
+        "has.",
+        default=True,
+    )
+    paused: bool = spec_field(
+        "Hold the rollout where it is: no step, no promotion (evidence still accumulates "
+        "and a failed signal still rolls back). A declarative state, kept in git; remove "
+        "it (or set false) to resume. sluice pause|resume NAME set it.",
+        default=False,
     )
 
     RULES = (
@@ -794,6 +856,45 @@ class PodTemplate:
     )
 
 
+# ------------------------------------------------------------------ experiment
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentSpec:
+    """The A/B verdict on spec.variants: each variant judged against main."""
+
+    signals: tuple[str, ...] = spec_field(
+        "Signals compared: errorRate (failed fractions from Triton's counters), "
+        "avgLatencyMs, queueTimeMs, p95LatencyMs, p99LatencyMs (lower is better; any "
+        "spec.monitoring.queries template replaces the built-in query).",
+        default=("p99LatencyMs", "avgLatencyMs", "errorRate"),
+        min_items=1,
+        max_items=6,
+        enum=("errorRate", "avgLatencyMs", "queueTimeMs", "p95LatencyMs", "p99LatencyMs"),
+    )
+    confidence: float = spec_field(
+        "Confidence of every verdict, valid however often it is looked at (sequential "
+        "tests). 0.99: two identical variants are declared different on a signal in at "
+        "most 1% of experiments.",
+        default=0.99,
+        minimum=0.8,
+        maximum=0.9999,
+    )
+    min_samples: int = spec_field(
+        "Requests each side must have served before a verdict.",
+        default=1000,
+        minimum=1,
+        maximum=100000000,
+    )
+    promote_winner: bool = spec_field(
+        "Once a variant is conclusively better than main on the first signal and not "
+        "worse on any other, it becomes main: its model version and image roll out to "
+        "main (the spec keeps what you wrote; status.experiment.winner says which). Off "
+        "by default: the verdict is only reported.",
+        default=False,
+    )
+
+
 # ------------------------------------------------------------------------ spec
 
 
@@ -819,6 +920,12 @@ class InferenceServiceSpec:
         max_items=8,
         list_type="map",
         list_map_keys=("name",),
+    )
+    experiment: ExperimentSpec | None = spec_field(
+        "Judge the A/B variants against main with sequential statistical tests: per "
+        "signal which is better, by how much, with what confidence and on how many "
+        "requests. Unset: variants are compared side by side in status.signals only.",
+        default=None,
     )
     rollout: RolloutSpec = spec_field(
         "How version and image changes roll out.", default_factory=RolloutSpec
@@ -1007,6 +1114,42 @@ class Signals:
     queue_time_ms: float | None = spec_field("Mean queue time, ms.", default=None)
     p95_latency_ms: float | None = spec_field("p95 latency of the worst pod, ms.", default=None)
     p99_latency_ms: float | None = spec_field("p99 latency of the worst pod, ms.", default=None)
+    compute_time_ms: float | None = spec_field(
+        "Mean compute time per inference (one execution, shared by its batch), ms.",
+        default=None,
+    )
+    batch_size: float | None = spec_field(
+        "Mean batch size: inferences per execution.", default=None
+    )
+    pending_requests: float | None = spec_field(
+        "Requests waiting in Triton's queues, summed over pods.", default=None
+    )
+    pending_growth: float | None = spec_field(
+        "How fast the queues grow (requests per second, summed over pods): arrivals the "
+        "request rate (completions) does not show yet.",
+        default=None,
+    )
+    p95_latency_typical_ms: float | None = spec_field(
+        "p95 latency of the typical pod (mean over pods of their own p95), ms.", default=None
+    )
+    p99_latency_typical_ms: float | None = spec_field(
+        "p99 latency of the typical pod (mean over pods of their own p99), ms: an estimate "
+        "that, unlike the worst pod's, does not drift up with the number of pods.",
+        default=None,
+    )
+    request_rate_now: float | None = spec_field(
+        "Requests per second between the last two scrapes (irate).", default=None
+    )
+    request_rate_1m_ago: float | None = spec_field(
+        "Requests per second over the minute before the last: with requestRate, the trend.",
+        default=None,
+    )
+    request_rate_2m_ago: float | None = spec_field(
+        "Requests per second over the minute two minutes ago.", default=None
+    )
+    request_rate_3m_ago: float | None = spec_field(
+        "Requests per second over the minute three minutes ago.", default=None
+    )
     missing: tuple[str, ...] = spec_field(
         "Signals that had no usable value, each with why.", default=()
     )
@@ -1036,6 +1179,16 @@ class Signals:
                 "queue_time_ms",
                 "p95_latency_ms",
                 "p99_latency_ms",
+                "compute_time_ms",
+                "batch_size",
+                "pending_requests",
+                "pending_growth",
+                "p95_latency_typical_ms",
+                "p99_latency_typical_ms",
+                "request_rate_now",
+                "request_rate_1m_ago",
+                "request_rate_2m_ago",
+                "request_rate_3m_ago",
             )
             if getattr(self, k) is not None
         )
@@ -1063,6 +1216,50 @@ class ScalingStatus:
         timestamp=True,
     )
     pending_direction: str | None = spec_field("Up or Down while stabilising.", default=None)
+    pending_replicas: int | None = spec_field(
+        "While scaling down is stabilising: the most replicas any decision since "
+        "pendingSince called for (the size reached when the window passes).",
+        default=None,
+    )
+    pending_low_replicas: int | None = spec_field(
+        "While scaling down is stabilising: a lower size called for since pendingLowSince "
+        "(reached once that has held for the window).",
+        default=None,
+    )
+    pending_low_since: float | None = spec_field(
+        "Since when every decision has allowed pendingLowReplicas.",
+        default=None,
+        timestamp=True,
+    )
+    demand: float | None = spec_field(
+        "Policy Demand: the request rate sized for (arrivals, plus the queue backlog to "
+        "drain and the trend over the model-load time), req/s.",
+        default=None,
+    )
+    capacity_per_replica: float | None = spec_field(
+        "Policy Demand: req/s one replica serves within the target, by the queueing model.",
+        default=None,
+    )
+    correction: float | None = spec_field(
+        "Policy Demand: measured over predicted (M/M/1) mean queue time, within 0.25..4; "
+        "scales the model's queueing delay. Measured while the fleet is steady, else the "
+        "last measured value.",
+        default=None,
+    )
+    tail_correction: float | None = spec_field(
+        "Policy Demand: the typical pod's measured quantile over the model's (within "
+        "0.5..2), measured near the target; scales the predicted tail.",
+        default=None,
+    )
+    predicted_latency_ms: float | None = spec_field(
+        "Policy Demand: the target signal the model predicts at desiredReplicas, ms.",
+        default=None,
+    )
+    load_time_seconds: float | None = spec_field(
+        "Policy Demand: the model-load time measured from this variant's pods (creation to "
+        "ready), s.",
+        default=None,
+    )
     signals: Signals | None = spec_field("What was observed.", default=None)
 
     @property
@@ -1077,6 +1274,103 @@ class RevisionStatus:
 
     version: int = spec_field("Model version.")
     image: str = spec_field("Triton image.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignalVerdict:
+    """The verdict on one signal, the numbers behind it and the evidence it rests on."""
+
+    signal: str = spec_field("Signal name, for example p99LatencyMs or errorRate.")
+    kind: str = spec_field(
+        "proportion (failed fractions from counts) or ratio (latency ratios per batch).",
+        enum=("proportion", "ratio"),
+        default="ratio",
+    )
+    direction: str = spec_field(
+        "Which values are better.", enum=("lower", "higher"), default="lower"
+    )
+    candidate: float | None = spec_field(
+        "The candidate's value (pooled error rate, or geometric mean over batches).",
+        default=None,
+    )
+    baseline: float | None = spec_field("What it is compared with, the same way.", default=None)
+    tolerance: float | None = spec_field(
+        "How much worse is tolerated (proportion: absolute; ratio: relative).", default=None
+    )
+    effect: float | None = spec_field(
+        "Estimated difference (proportion) or ratio candidate/baseline.", default=None
+    )
+    lower: float | None = spec_field("Lower end of the confidence interval.", default=None)
+    upper: float | None = spec_field("Upper end of the confidence interval.", default=None)
+    confidence: float | None = spec_field("Confidence of the interval.", default=None)
+    samples: int = spec_field("Requests of the smaller side.", default=0)
+    batches: int = spec_field("Rate windows that carried evidence.", default=0)
+    verdict: str = spec_field(
+        "Pass, Fail or Inconclusive (canary); for an experiment also who is better.",
+        enum=("Pass", "Fail", "Inconclusive"),
+        default="Inconclusive",
+    )
+    better: str | None = spec_field(
+        "Experiments: the better variant on this signal, once shown.", default=None
+    )
+    reason: str = spec_field("Why this verdict.", default="")
+    # The evidence: sufficient statistics the next cycle continues from.
+    sum_x: float = spec_field("Sum of batch log-ratios (ratio).", default=0.0)
+    sum_x2: float = spec_field("Sum of squared batch log-ratios (ratio).", default=0.0)
+    sum_log_candidate: float = spec_field("Sum of log candidate values.", default=0.0)
+    sum_log_baseline: float = spec_field("Sum of log baseline values.", default=0.0)
+    candidate_requests: float = spec_field("Candidate requests counted.", default=0.0)
+    candidate_failures: float = spec_field("Candidate failures counted.", default=0.0)
+    baseline_requests: float = spec_field("Baseline requests counted.", default=0.0)
+    baseline_failures: float = spec_field("Baseline failures counted.", default=0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnalysisStatus:
+    """Accumulated evidence and verdicts of one comparison (canary vs baseline, or an
+    A/B variant vs main)."""
+
+    candidate: str = spec_field("The variant judged.")
+    baseline: str = spec_field("The variant it is compared with.")
+    verdict: str = spec_field(
+        "Fail if any signal fails, Pass if every signal passes, else Inconclusive.",
+        enum=("Pass", "Fail", "Inconclusive"),
+        default="Inconclusive",
+    )
+    better: str | None = spec_field(
+        "Experiments: the variant shown better (on the first signal, not worse on any).",
+        default=None,
+    )
+    last_batch_at: float | None = spec_field(
+        "When the last rate window was counted (windows never overlap).",
+        default=None,
+        timestamp=True,
+    )
+    signals: tuple[SignalVerdict, ...] = spec_field("Per signal.", default=())
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentStatus:
+    """The A/B verdicts of spec.experiment."""
+
+    variants: tuple[AnalysisStatus, ...] = spec_field(
+        "One comparison per variant against main.", default=()
+    )
+    winner: str | None = spec_field("The variant conclusively better than main.", default=None)
+    promoted: RevisionStatus | None = spec_field(
+        "With promoteWinner: the winner's revision, now served by main.", default=None
+    )
+    message: str = spec_field("What the experiment says, for people.", default="")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HandledRequests:
+    """The one-shot request tokens (annotations sluice.dev/abort, promote, retry)
+    already acted on: each token acts once."""
+
+    abort: str | None = spec_field("Last abort token handled.", default=None)
+    promote: str | None = spec_field("Last promote token handled.", default=None)
+    retry: str | None = spec_field("Last retry token handled.", default=None)
 
 
 # Rollout phases in which a canary variant exists (RollingBack: its weight is
@@ -1110,6 +1404,13 @@ class RolloutStatus:
         "When a step last completed.", default=None, timestamp=True
     )
     message: str = spec_field("What happened last and why.", default="")
+    paused: bool = spec_field("spec.rollout.paused holds the rollout.", default=False)
+    analysis: AnalysisStatus | None = spec_field(
+        "The canary's evidence and verdicts against its baseline, per signal.", default=None
+    )
+    handled: HandledRequests | None = spec_field(
+        "One-shot requests already acted on.", default=None
+    )
 
     @property
     def in_flight(self) -> bool:
@@ -1147,6 +1448,9 @@ class InferenceServiceStatus:
         default=(),
     )
     rollout: RolloutStatus | None = spec_field("Canary rollout state.", default=None)
+    experiment: ExperimentStatus | None = spec_field(
+        "A/B verdicts (spec.experiment).", default=None
+    )
     spec_error: str | None = spec_field(
         "Why the spec cannot be served, when it cannot.", default=None
     )

@@ -33,15 +33,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 from ..api.v1alpha1 import (
+    BASELINE_VARIANT,
     CANARY_VARIANT,
     MAIN_VARIANT,
+    AnalysisStatus,
+    ExperimentStatus,
     InferenceServiceSpec,
     InferenceServiceStatus,
+    RevisionStatus,
     RolloutStatus,
     ScalingStatus,
     Signals,
 )
 from ..render.plan import Variant
+from . import analysis
 from . import canary as canary_policy
 from . import scaling as scaling_policy
 from . import signals as sig
@@ -77,6 +82,8 @@ class ControlConfig:
     signals_refresh: float = 60.0
     # Whether a Prometheus is configured at all (sluice run --prometheus-url).
     prometheus_configured: bool = True
+    # The {window} of every rate() (s): the judge takes one batch of evidence per window.
+    rate_window_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +103,17 @@ class ServiceInput:
     # Every pod of the service (all variants).
     pods: Sequence[PodState] = ()
     config: ControlConfig = field(default_factory=ControlConfig)
+    # metadata.annotations: the one-shot rollout requests (sluice.dev/abort, ...).
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    def requests(self) -> dict[str, str]:
+        """One-shot request tokens by kind, from the annotations."""
+        out = {}
+        for kind in ("abort", "promote", "retry"):
+            v = self.annotations.get(f"sluice.dev/{kind}")
+            if v:
+                out[kind] = str(v)
+        return out
 
     def readings(self, variant: str) -> dict[str, sig.Reading]:
         if self.observations is None:
@@ -127,8 +145,16 @@ def decide(inp: ServiceInput, now: float) -> ServiceDecision:
     # Status keeps milliseconds: decide on the time as it will be recorded.
     now = math.floor(now * 1000) / 1000
     spec, old = inp.spec, inp.status
-    observed = Observed(scaled=old.scaled_replicas(), ready=inp.ready)
     events: list[Event] = []
+    # 0. The A/B experiment's verdicts (and a promoted winner, which main then serves).
+    experiment, ev = experiment_step(inp, now)
+    events.extend(ev)
+    old_promoted = old.experiment.promoted if old.experiment else None
+    observed = Observed(
+        scaled=old.scaled_replicas(),
+        ready=inp.ready,
+        promoted=experiment.promoted if experiment else old_promoted,
+    )
 
     # 1. The canary state machine.
     outcome = canary_step(inp, plan(spec, old.rollout, observed), now)
@@ -153,13 +179,17 @@ def decide(inp: ServiceInput, now: float) -> ServiceDecision:
     if uses_metrics(spec) and inp.observations is not None:
         rows, rate_missing = signal_rows(inp, variants, now)
         missing.extend(rate_missing)
-        new = replace(old, rollout=outcome.rollout, scaling=scaling, signals=rows)
+        new = replace(
+            old, rollout=outcome.rollout, experiment=experiment, scaling=scaling, signals=rows
+        )
         new, ev = metrics_condition(
             new, missing, now, inp.generation, configured=inp.config.prometheus_configured
         )
         events.extend(ev)
     else:
-        new = replace(old, rollout=outcome.rollout, scaling=scaling, signals=())
+        new = replace(
+            old, rollout=outcome.rollout, experiment=experiment, scaling=scaling, signals=()
+        )
         new = new.without_condition(METRICS_CONDITION)
 
     cc = canary_policy.condition(outcome.rollout)
@@ -171,6 +201,68 @@ def decide(inp: ServiceInput, now: float) -> ServiceDecision:
     if new.same_as(old):
         return ServiceDecision(None)
     return ServiceDecision(new, tuple(events))
+
+
+# --------------------------------------------------------- the experiment
+
+
+def experiment_step(inp: ServiceInput, now: float) -> tuple[ExperimentStatus | None, list[Event]]:
+    """Every A/B variant judged against main, one batch per rate window; the winner
+    named once conclusive, and promoted to main with promoteWinner."""
+    spec, old = inp.spec, inp.status.experiment
+    e = spec.experiment
+    if e is None or not spec.variants:
+        return None, []
+    if old is not None and old.promoted is not None:
+        return old, []  # decided and promoted: the experiment is over
+    events: list[Event] = []
+    crit = analysis.experiment_criteria(e)
+    gate = analysis.experiment_gate(e)
+    prev = {a.candidate: a for a in (old.variants if old else ())}
+    out: list[AnalysisStatus] = []
+    main_ready = inp.ready.get(MAIN_VARIANT, 0)
+    for v in spec.variants:
+        before = prev.get(v.name)
+        if before is None or main_ready == 0 or inp.ready.get(v.name, 0) == 0:
+            # Evidence starts once both serve (their first window begins now).
+            out.append(before or analysis.start(v.name, MAIN_VARIANT, now))
+            continue
+        cmp = analysis.compare(
+            crit, gate, before, inp.readings(v.name), inp.readings(MAIN_VARIANT), now,
+            inp.config.rate_window_seconds,
+        )  # fmt: skip
+        events.extend(
+            analysis.verdict_events(before, cmp, f"experiment {v.name} vs main", experiment=True)
+        )
+        out.append(cmp.status)
+    winners = [a.better for a in out if a.better is not None]
+    winner: str | None = None
+    if winners:
+        # A variant better than main wins; main wins only if better than every variant.
+        challengers = [w for w in winners if w != MAIN_VARIANT]
+        if challengers:
+            winner = challengers[0]
+        elif len(winners) == len(out):
+            winner = MAIN_VARIANT
+    before_winner = old.winner if old else None
+    promoted: RevisionStatus | None = None
+    msg = (
+        f"{winner} is better (on {e.signals[0]}, and worse on no signal)"
+        if winner
+        else "inconclusive: no variant is shown better than main yet"
+    )
+    if winner is not None and winner != before_winner:
+        events.append(Event("Normal", "ExperimentWinner", f"experiment: {msg}"))
+    if winner is not None and winner != MAIN_VARIANT and e.promote_winner:
+        v = next(x for x in spec.variants if x.name == winner)
+        promoted = RevisionStatus(
+            version=v.model.version or spec.model.version, image=v.triton.image or spec.triton.image
+        )
+        msg += f"; promoted: main now serves version {promoted.version} ({promoted.image})"
+        events.append(Event("Normal", "ExperimentPromoted", f"experiment: {msg}"))
+    return ExperimentStatus(
+        variants=tuple(out), winner=winner, promoted=promoted, message=msg
+    ), events
 
 
 # ------------------------------------------------------------- the canary
@@ -212,7 +304,21 @@ def canary_world(inp: ServiceInput, before: Sequence[Variant]) -> canary_policy.
         routed_canary_weight=routed,
         canary=inp.readings(CANARY_VARIANT),
         stable=inp.readings(MAIN_VARIANT),
+        baseline=inp.readings(BASELINE_VARIANT),
+        baseline_ready=_baseline_ready(inp, prev),
+        window_seconds=inp.config.rate_window_seconds,
+        requests=inp.requests(),
     )
+
+
+def _baseline_ready(inp: ServiceInput, prev: RolloutStatus | None) -> int:
+    """Ready baseline pods that run the stable revision."""
+    dep = inp.deployments.get(BASELINE_VARIANT)
+    if prev is None or prev.stable is None or dep is None:
+        return 0
+    if dep.version != prev.stable.version or dep.image != prev.stable.image:
+        return 0
+    return dep.current_ready
 
 
 def canary_step(inp: ServiceInput, before: Sequence[Variant], now: float) -> canary_policy.Outcome:
@@ -255,6 +361,7 @@ def scale_inputs(
             if v.name == MAIN_VARIANT and rs.in_flight
             else None
         )
+        pods = inp.pods_of(v.name)
         out.append(
             scaling_policy.ScaleInput(
                 variant=v.name,
@@ -265,6 +372,24 @@ def scale_inputs(
                 previous=scaling_policy.Previous.from_status(inp.status.scaling_for(v.name)),
                 hold_down=hold,
                 floor=floor,
+                load_times=tuple(
+                    p.ready_since - p.created
+                    for p in pods
+                    if p.ready and p.ready_since is not None and p.created is not None
+                ),
+                ready_for=min(
+                    (
+                        now - p.ready_since
+                        for p in pods
+                        if p.ready and not p.deleting and p.ready_since is not None
+                    ),
+                    default=None,
+                ),
+                loading_ages=tuple(
+                    now - p.created
+                    for p in pods
+                    if not p.ready and not p.deleting and p.created is not None
+                ),
             )
         )
     return out

@@ -290,6 +290,8 @@ def _sig(x: float) -> float:
 
 # ---------------------------------------------------------------- the tests
 
+_NO_EVIDENCE = "minimum sample not reached (no window with values on both sides yet)"
+
 
 def t_halfwidth(n: int, var: float, alpha: float, c: float = T_MIXTURE_SCALE) -> float:
     """Half-width of Lai's always-valid interval for a normal mean, unknown variance.
@@ -388,7 +390,7 @@ def _judge_proportion(
     if nc <= 0 or nb <= 0:
         return Judgement(
             c.signal, c.kind, c.direction, c.tolerance, None, None, None, None, None, conf,
-            samples, e.batches, "Inconclusive", "no requests compared yet",
+            samples, e.batches, "Inconclusive", _NO_EVIDENCE,
         )  # fmt: skip
     pc, pb = e.candidate_failures / nc, e.baseline_failures / nb
     sc = (e.candidate_failures + 1) / (nc + 2)
@@ -411,7 +413,7 @@ def _judge_ratio(c: Criterion, e: Evidence, gate: Gate, samples: int, conf: floa
     if n == 0:
         return Judgement(
             c.signal, c.kind, c.direction, c.tolerance, None, None, None, None, None, conf,
-            samples, n, "Inconclusive", "no batch with a value on both sides yet",
+            samples, n, "Inconclusive", _NO_EVIDENCE,
         )  # fmt: skip
     mean = e.sum_x / n
     var = max(0.0, e.sum_x2 / n - mean * mean)

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from ..api.v1alpha1 import (
+    BASELINE_VARIANT,
     CANARY_VARIANT,
     MAIN_VARIANT,
     InferenceServiceSpec,
@@ -34,6 +35,8 @@ class Observed:
     scaled: Mapping[str, int] = field(default_factory=dict)
     # Ready pods per variant.
     ready: Mapping[str, int] = field(default_factory=dict)
+    # An A/B winner promoted to main (status.experiment.promoted, promoteWinner).
+    promoted: Revision | None = None
 
 
 def spec_revision(spec: InferenceServiceSpec) -> Revision:
@@ -87,6 +90,8 @@ def plan(
     if spec.rollout.strategy != "Canary":
         rollout = RolloutStatus()  # Rolling: main follows the spec; no canary
     main_rev = main_revision(spec, rollout)
+    if observed.promoted is not None and spec.rollout.strategy != "Canary":
+        main_rev = observed.promoted
     main_replicas = base_replicas(spec, MAIN_VARIANT, observed)
     variants.append(
         Variant(
@@ -113,6 +118,23 @@ def plan(
                 weight=rollout.canary_weight,
             )
         )
+        if spec.rollout.baseline and rollout.stable is not None:
+            # Kayenta's baseline: the stable revision with the canary's replicas and
+            # share, started and removed with it, so both see the same per-pod load.
+            canary = variants[-1]
+            bshare = baseline_share(share)
+            variants.append(
+                Variant(
+                    name=BASELINE_VARIANT,
+                    version=rollout.stable.version,
+                    image=rollout.stable.image,
+                    repository=spec.model.repository,
+                    replicas=canary.replicas
+                    if bshare == share
+                    else canary_replicas(main_replicas, bshare),
+                    weight=baseline_share(rollout.canary_weight),
+                )
+            )
 
     for v in spec.variants:
         variants.append(
@@ -126,6 +148,12 @@ def plan(
             )
         )
     return route_weights(variants, observed.ready if observed.ready else None)
+
+
+def baseline_share(canary_percent: int) -> int:
+    """The baseline's share beside a canary at ``canary_percent``: the same, as long as
+    both fit (above 50 % the baseline takes what is left)."""
+    return max(0, min(canary_percent, 100 - canary_percent))
 
 
 def canary_share(spec: InferenceServiceSpec, rollout: RolloutStatus) -> int:
@@ -154,6 +182,11 @@ def route_weights(variants: list[Variant], ready: Mapping[str, int] | None) -> l
             v if ready.get(v.name, 0) > 0 or ready.get(MAIN_VARIANT, 0) == 0 else _w(v, 0)
             for v in others
         ]
+        # A canary and its baseline are compared at the same share: one without
+        # traffic takes the other's away too.
+        pair = {v.name: v for v in others if v.name in (CANARY_VARIANT, BASELINE_VARIANT)}
+        if len(pair) == 2 and 0 in (pair[CANARY_VARIANT].weight, pair[BASELINE_VARIANT].weight):
+            others = [_w(v, 0) if v.name in pair else v for v in others]
     main_weight = max(0, 100 - sum(v.weight for v in others))
     return [_w(out[0], main_weight), *others]
 

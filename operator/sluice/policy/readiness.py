@@ -30,6 +30,9 @@ class DeploymentState:
     version: int | None = None
     pods: int | None = None  # status.replicas: old and new pods not yet terminated
     image: str | None = None  # the Triton container's image in the pod template
+    # What the Deployment's own conditions say blocks it (ReplicaFailure: the
+    # ReplicaSet cannot create pods; ProgressDeadlineExceeded), for the Ready message.
+    problem: str | None = None
 
     @property
     def current_ready(self) -> int:
@@ -78,34 +81,67 @@ class PodState:
         )
 
 
+def deployment_problem(conditions: Sequence[Mapping[str, Any]]) -> str | None:
+    """What a Deployment's conditions say stops it: the ReplicaSet could not
+    create pods (a missing ServiceAccount or PriorityClass, a quota, a policy:
+    the FailedCreate the ReplicaSet controller reports), or no progress within
+    the Deployment's progressDeadlineSeconds."""
+    for c in conditions:
+        if c.get("type") == "ReplicaFailure" and c.get("status") == "True":
+            return f"ReplicaFailure ({c.get('reason') or 'FailedCreate'}): {c.get('message', '')}"
+    for c in conditions:
+        if (
+            c.get("type") == "Progressing"
+            and c.get("status") == "False"
+            and c.get("reason") == "ProgressDeadlineExceeded"
+        ):
+            return f"ProgressDeadlineExceeded: {c.get('message', '')}"
+    return None
+
+
+# Container waiting reasons that do not go away by themselves.
+STUCK_REASONS = (
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+)
+
+
 def pod_problems(pods: Sequence[Mapping[str, Any]], variant_label: str) -> dict[str, str]:
     """Why pods of each variant are not running: the first unschedulable or
-    waiting reason found, for the Ready message."""
+    stuck container reason found, for the Ready message."""
     out: dict[str, str] = {}
     for p in pods:
         variant = ((p.get("metadata") or {}).get("labels") or {}).get(variant_label)
         if not variant or variant in out:
             continue
-        st = p.get("status") or {}
-        for c in st.get("conditions") or []:
-            if c.get("type") == "PodScheduled" and c.get("status") == "False":
-                out[variant] = f"pod {p['metadata']['name']} unschedulable: {c.get('message', '')}"
-                break
-        else:
-            for cs in st.get("containerStatuses") or []:
-                waiting = (cs.get("state") or {}).get("waiting") or {}
-                if waiting.get("reason") in (
-                    "CrashLoopBackOff",
-                    "ImagePullBackOff",
-                    "ErrImagePull",
-                    "CreateContainerConfigError",
-                ):
-                    out[variant] = (
-                        f"pod {p['metadata']['name']} {waiting['reason']}: "
-                        f"{waiting.get('message', '')}".rstrip(": ")
-                    )
-                    break
+        why = _pod_problem(p)
+        if why:
+            out[variant] = f"pod {p['metadata']['name']} {why}"
     return out
+
+
+def _pod_problem(p: Mapping[str, Any]) -> str | None:
+    st = p.get("status") or {}
+    for c in st.get("conditions") or []:
+        if c.get("type") == "PodScheduled" and c.get("status") == "False":
+            return f"unschedulable: {c.get('message', '')}"
+    for cs in [*(st.get("initContainerStatuses") or []), *(st.get("containerStatuses") or [])]:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") not in STUCK_REASONS:
+            continue
+        why = f"{waiting['reason']}: {waiting.get('message', '')}".rstrip(": ")
+        last = (cs.get("lastState") or {}).get("terminated") or {}
+        if last:
+            why += f" (last exit code {last.get('exitCode')}"
+            why += f", {last['reason']})" if last.get("reason") else ")"
+        return why
+    return None
 
 
 def invalid_spec_status(
@@ -165,7 +201,8 @@ def served_status(
         total_ready += ready
         total_wanted += v.replicas
         if st is None or not st.rolled_out(v.replicas):
-            why = (problems or {}).get(v.name)
+            reasons = [st.problem if st else None, (problems or {}).get(v.name)]
+            why = "; ".join(r for r in reasons if r)
             lagging.append(
                 f"{v.name} {ready}/{v.replicas} ready (version {v.version})"
                 + (f": {why}" if why else "")

@@ -34,13 +34,43 @@ AVG_LATENCY = "avgLatencyMs"
 QUEUE_TIME = "queueTimeMs"
 P95_LATENCY = "p95LatencyMs"
 P99_LATENCY = "p99LatencyMs"
-SIGNALS = (REQUEST_RATE, ERROR_RATE, AVG_LATENCY, QUEUE_TIME, P95_LATENCY, P99_LATENCY)
+COMPUTE_TIME = "computeTimeMs"
+BATCH_SIZE = "batchSize"
+PENDING = "pendingRequests"
+PENDING_GROWTH = "pendingGrowth"
+P95_TYPICAL = "p95LatencyTypicalMs"
+P99_TYPICAL = "p99LatencyTypicalMs"
+RATE_NOW = "requestRateNow"
+RATE_1M_AGO = "requestRate1mAgo"
+RATE_2M_AGO = "requestRate2mAgo"
+RATE_3M_AGO = "requestRate3mAgo"
+SIGNALS = (
+    REQUEST_RATE,
+    ERROR_RATE,
+    AVG_LATENCY,
+    QUEUE_TIME,
+    P95_LATENCY,
+    P99_LATENCY,
+    COMPUTE_TIME,
+    BATCH_SIZE,
+    PENDING,
+    PENDING_GROWTH,
+    RATE_NOW,
+    RATE_1M_AGO,
+    RATE_2M_AGO,
+    RATE_3M_AGO,
+    P95_TYPICAL,
+    P99_TYPICAL,
+)
+# The scrape interval of the pods (the rendered PodMonitor's): irate() spans it.
+SCRAPE_SECONDS = 15.0
 
 # The labels every result is grouped by. Pods carry them as sluice.dev/* labels;
 # the PodMonitor (or a plain Prometheus's relabelling) copies them onto each series.
 GROUP_LABELS = ("namespace", "inferenceservice", "variant")
 _BY = "sum by (namespace, inferenceservice, variant)"
 _MAX_BY = "max by (namespace, inferenceservice, variant)"
+_AVG_BY = "avg by (namespace, inferenceservice, variant)"
 
 
 def _rate(metric: str) -> str:
@@ -71,7 +101,51 @@ BUILTIN_QUERIES: dict[str, str] = {
     # whose quantile is NaN (no requests in their window).
     P95_LATENCY: f'{_MAX_BY} ({_SUMMARY}{{{{selector}},quantile="0.95"}}) / 1000',
     P99_LATENCY: f'{_MAX_BY} ({_SUMMARY}{{{{selector}},quantile="0.99"}}) / 1000',
+    # What the demand-based policy sizes from. Fleet sums of counters are
+    # additive: unlike the worst pod's quantile, they do not drift with the
+    # number of pods.
+    # Compute time per inference: the execution's time, shared by its batch
+    # (Triton adds each request's compute duration; a batch of b adds b times).
+    COMPUTE_TIME: (
+        f"{_rate('nv_inference_compute_infer_duration_us')} / {_rate('nv_inference_count')} / 1000"
+    ),
+    # Average dynamic batch size (Triton's metrics docs: inference / execution count).
+    BATCH_SIZE: f"{_rate('nv_inference_count')} / {_rate('nv_inference_exec_count')}",
+    # Requests waiting in the schedulers' queues, and how fast that grows: in
+    # overload the success counter shows only the completions, the queue the rest.
+    PENDING: f"{_BY} (nv_inference_pending_request_count{{{{selector}}}})",
+    PENDING_GROWTH: (
+        f"{_BY} (deriv(nv_inference_pending_request_count{{{{selector}}}}[{{window}}]))"
+    ),
+    # The typical pod's tail: the mean over pods of their own quantile (pods with
+    # no requests in their window, NaN, left out). An estimate of one pod's
+    # quantile when the Service spreads requests evenly; unlike the worst pod's
+    # it does not drift up with the number of pods. Used to correct the
+    # queueing model's tail, never as a bound.
+    P95_TYPICAL: f'{_AVG_BY} ({_SUMMARY}{{{{selector}},quantile="0.95"}} >= 0) / 1000',
+    P99_TYPICAL: f'{_AVG_BY} ({_SUMMARY}{{{{selector}},quantile="0.99"}} >= 0) / 1000',
+    # The request rate between the last two scrapes: reacts within one scrape
+    # interval where rate() averages the whole window.
+    RATE_NOW: f"{_BY} (irate(nv_inference_request_success{{{{selector}}}}[{{window}}]))",
+    # The request rate over the minute one and two minutes ago: with the current
+    # one, the rate's trend. Offsets, unlike a longer window, are not pulled down
+    # by pods younger than the window (their series start at zero).
+    RATE_1M_AGO: f"{_BY} (rate(nv_inference_request_success{{{{selector}}}}[1m] offset 1m))",
+    RATE_2M_AGO: f"{_BY} (rate(nv_inference_request_success{{{{selector}}}}[1m] offset 2m))",
+    RATE_3M_AGO: f"{_BY} (rate(nv_inference_request_success{{{{selector}}}}[1m] offset 3m))",
 }
+# Signals a decision may use when they are there; without them it says so and
+# sizes from the rest (older Triton builds export no pending-request gauge).
+OPTIONAL = (
+    PENDING,
+    PENDING_GROWTH,
+    RATE_NOW,
+    RATE_1M_AGO,
+    RATE_2M_AGO,
+    RATE_3M_AGO,
+    P95_TYPICAL,
+    P99_TYPICAL,
+)
 
 Key = tuple[str, str, str]  # (namespace, inferenceservice, variant)
 Kind = Literal["value", "nodata", "nan", "error"]
@@ -253,6 +327,16 @@ _STATUS_FIELDS = {
     QUEUE_TIME: "queue_time_ms",
     P95_LATENCY: "p95_latency_ms",
     P99_LATENCY: "p99_latency_ms",
+    COMPUTE_TIME: "compute_time_ms",
+    BATCH_SIZE: "batch_size",
+    PENDING: "pending_requests",
+    PENDING_GROWTH: "pending_growth",
+    RATE_NOW: "request_rate_now",
+    P95_TYPICAL: "p95_latency_typical_ms",
+    P99_TYPICAL: "p99_latency_typical_ms",
+    RATE_1M_AGO: "request_rate_1m_ago",
+    RATE_2M_AGO: "request_rate_2m_ago",
+    RATE_3M_AGO: "request_rate_3m_ago",
 }
 
 

@@ -42,6 +42,7 @@ from .. import observability
 from ..api.v1alpha1 import API_VERSION as ISVC_API_VERSION
 from ..api.v1alpha1 import GROUP
 from ..api.v1alpha1 import KIND as ISVC_KIND
+from ..policy.readiness import STUCK_REASONS, deployment_problem
 from ..render import LABEL_ISVC, MANAGED_BY
 from .kube import Kube
 
@@ -68,12 +69,7 @@ _DEPLOYMENT_STATUS = (
     "updatedReplicas",
     "availableReplicas",
 )
-_WAITING_REASONS = (
-    "CrashLoopBackOff",
-    "ImagePullBackOff",
-    "ErrImagePull",
-    "CreateContainerConfigError",
-)
+_WAITING_REASONS = STUCK_REASONS  # what policy.readiness explains in the Ready message
 
 Obj = dict[str, Any]
 Key = tuple[str, str]
@@ -128,6 +124,15 @@ def project_deployment(obj: Mapping[str, Any]) -> Obj:
     out["spec"] = obj.get("spec") or {}
     st = obj.get("status") or {}
     out["status"] = {k: st[k] for k in _DEPLOYMENT_STATUS if k in st}
+    # Only the conditions that explain a stuck Deployment (ReplicaFailure,
+    # ProgressDeadlineExceeded), without their timestamps: a refresh wakes nobody.
+    conds = [
+        {k: c[k] for k in ("type", "status", "reason", "message") if k in c}
+        for c in st.get("conditions") or []
+        if deployment_problem([c])
+    ]
+    if conds:
+        out["status"]["conditions"] = conds
     return _intern(out)  # type: ignore[no-any-return]
 
 
@@ -148,10 +153,16 @@ def project_pod(obj: Mapping[str, Any]) -> Obj:
         if c.get("type") in ("Ready", "PodScheduled")
     ]
     waiting = []
-    for cs in st.get("containerStatuses") or []:
+    for cs in [*(st.get("initContainerStatuses") or []), *(st.get("containerStatuses") or [])]:
         w = (cs.get("state") or {}).get("waiting") or {}
         if w.get("reason") in _WAITING_REASONS:
-            waiting.append({"name": cs.get("name"), "state": {"waiting": dict(w)}})
+            entry: Obj = {"name": cs.get("name"), "state": {"waiting": dict(w)}}
+            last = (cs.get("lastState") or {}).get("terminated") or {}
+            if last:
+                entry["lastState"] = {
+                    "terminated": {k: last[k] for k in ("exitCode", "reason") if k in last}
+                }
+            waiting.append(entry)
     status: Obj = {"conditions": conds}
     if waiting:
         status["containerStatuses"] = waiting

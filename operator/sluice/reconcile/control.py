@@ -38,6 +38,7 @@ from ..api.v1alpha1 import (
     InferenceServiceStatus,
     check_name,
     parse_spec,
+    seconds,
 )
 from ..policy import signals as sig
 from ..policy.control import ControlConfig, ServiceInput, decide, uses_metrics
@@ -102,6 +103,7 @@ def service_input(
         deployments=deps,
         pods=tuple(pods),
         config=config,
+        annotations=dict((live.get("metadata") or {}).get("annotations") or {}),
     )
 
 
@@ -138,7 +140,9 @@ class Controller:
             config.get("signals_refresh") or os.environ.get("SLUICE_SIGNALS_REFRESH") or 60.0
         )
         self.config = ControlConfig(
-            signals_refresh=self.refresh, prometheus_configured=self.prom is not None
+            signals_refresh=self.refresh,
+            prometheus_configured=self.prom is not None,
+            rate_window_seconds=seconds(self.window),
         )
 
     def close(self) -> None:

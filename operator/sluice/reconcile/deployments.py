@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..policy.readiness import DeploymentState
+from ..policy.readiness import DeploymentState, deployment_problem
 from ..render import LABEL_VARIANT, LABEL_VERSION, Meta
 from .apply import SyncResult, owned_selector, sync_kind
 from .kube import Kube
@@ -26,6 +26,7 @@ def observe(live: Mapping[str, Any]) -> DeploymentState:
         version=_int((md.get("labels") or {}).get(LABEL_VERSION)),
         pods=int(st.get("replicas") or 0),
         image=triton_image(live),
+        problem=deployment_problem(st.get("conditions") or []),
     )
 
 

@@ -44,7 +44,11 @@ def desired(
     variants = plan(
         spec,
         status.rollout,
-        Observed(scaled=status.scaled_replicas(), ready=dict(ready or {})),
+        Observed(
+            scaled=status.scaled_replicas(),
+            ready=dict(ready or {}),
+            promoted=status.experiment.promoted if status.experiment else None,
+        ),
     )
     meta = meta_of(obj, namespace)
     return variants, render_all(meta, spec, variants, with_podmonitor=with_podmonitor)

@@ -177,6 +177,7 @@ def _inputs(o: Mapping[str, Any]) -> tuple[Any, ...]:
         o.get("spec"),
         st.get("rollout"),
         st.get("scaling"),
+        (st.get("experiment") or {}).get("promoted"),  # an A/B winner main now serves
     )
 
 

@@ -6,7 +6,7 @@ and served p99 over time per policy, seed 0) and the table between the
 ``control:begin``/``control:end`` markers of docs/bench/README.md.
 
 ``--quick`` halves the traces and runs 2 seeds at L = 60 s and 180 s: for
-iterating on a policy, not for the record.
+iterating on a policy, not for the record (it writes control-quick.json only).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def policy_set(capacity: float) -> list[Callable[[], policies.Policy]]:
     return [
         policies.Oracle,
         policies.SluicePolicy,
+        lambda: policies.SluicePolicy(name="sluice-prop", overrides={"policy": "Proportional"}),
         policies.HPA,
         lambda: policies.keda(capacity),
     ]
@@ -112,7 +113,8 @@ def run(
             json.dumps(result, indent=1) + "\n"
         )
         for (trace, lt), by in plots.items():
-            if lt in (60.0, 180.0):
+            # Quick runs never overwrite the record's plots.
+            if lt in (60.0, 180.0) and not quick:
                 plot(by, out / f"control-{trace}-L{int(lt)}.png", f"{trace}, L = {lt:g} s")
         if not quick:
             update_readme(out / "README.md", table(result))
@@ -238,7 +240,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--load-times", type=float, nargs="*", default=None)
     ap.add_argument("--trace", action="append", default=[], help="only this trace (repeatable)")
     ap.add_argument("--no-write", action="store_true", help="print the table only")
+    ap.add_argument(
+        "--canary-seeds", type=int, default=None, help="seeds per canary/A-B scenario (100)"
+    )
+    ap.add_argument("--only-canary", action="store_true", help="only the canary and A/B rows")
     a = ap.parse_args(argv)
+    from . import canary_bench
+
+    canary_result = canary_bench.run_all(
+        seeds=a.canary_seeds or (5 if a.quick else 100), write=not a.no_write
+    )
+    print(canary_bench.table(canary_result))
+    if a.only_canary:
+        return 0
     result = run(
         quick=a.quick,
         seeds=a.seeds,

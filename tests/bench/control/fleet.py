@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 QUANTILES = (0.5, 0.9, 0.95, 0.99)
+WARM_FOR = 600.0  # pods a run starts with have been ready this long
 SUMMARY_MAX_AGE = 60.0
 SUMMARY_AGE_BUCKETS = 5
 
@@ -117,12 +118,17 @@ class VariantSpec:
     load_time_s: float = 60.0
     load_jitter: float = 0.1  # each pod's load time is uniform within +- this fraction
     weight: float = 1.0  # traffic share (normalised over the variants)
+    error_rate: float = 0.0  # fraction of requests that fail (counted as Triton failures)
+    # Each pod's speed factor is uniform within +- this fraction (a slow node, a noisy
+    # neighbour): 0.075 makes the fastest and slowest pods differ by about 15 %.
+    pod_spread: float = 0.0
 
 
 class Pod:
     __slots__ = (
         "counters",
         "created",
+        "error_rate",
         "free_at",
         "gone_at",
         "pending",
@@ -130,6 +136,9 @@ class Pod:
         "recent_comp",
         "recent_lat",
         "removed_at",
+        "rng",
+        "since",
+        "speed",
         "uid",
         "variant",
     )
@@ -139,6 +148,8 @@ class Pod:
         self.variant = variant
         self.created = created
         self.ready_at = ready_at
+        # When the pod's Ready condition became True as the apiserver shows it.
+        self.since = ready_at
         self.removed_at: float | None = None
         self.gone_at = math.inf
         self.free_at = ready_at
@@ -148,6 +159,9 @@ class Pod:
         self.counters = dict.fromkeys(COUNTERS, 0.0)
         self.recent_comp = np.empty(0)
         self.recent_lat = np.empty(0)
+        self.speed = 1.0  # service-time factor of this pod
+        self.error_rate = 0.0
+        self.rng: np.random.Generator | None = None  # failure draws (error_rate > 0)
 
     @property
     def name(self) -> str:
@@ -188,6 +202,10 @@ class Pod:
             if done.any():
                 c = self.counters
                 n = float(done.sum())
+                if self.error_rate > 0 and self.rng is not None:
+                    f = float(self.rng.binomial(int(n), self.error_rate))
+                    c["nv_inference_request_failure"] += f
+                    n -= f
                 c["nv_inference_request_success"] += n
                 c["nv_inference_count"] += n
                 c["nv_inference_exec_count"] += float(first[done].sum())
@@ -289,14 +307,23 @@ class Fleet:
             self._uid += 1
             created = t
             if warm:
-                # Already serving: created one load time ago (what a policy that
-                # measures load times from pods sees), cost counted from t.
+                # Already serving, as if for the last 10 minutes, after one load time
+                # (what a policy that measures load times from pods sees); cost is
+                # counted from t.
                 ready_at = t
-                created = t - v.load_time_s
+                created = t - WARM_FOR - v.load_time_s
             else:
                 j = v.load_jitter
                 ready_at = t + v.load_time_s * (1 + j * (2 * self.rng.random() - 1))
-            self.pods.append(Pod(self._uid, variant, created, ready_at))
+            pod = Pod(self._uid, variant, created, ready_at)
+            if warm:
+                pod.since = t - WARM_FOR
+            if v.pod_spread:
+                pod.speed = 1.0 + v.pod_spread * (2 * self.rng.random() - 1)
+            if v.error_rate:
+                pod.error_rate = v.error_rate
+                pod.rng = np.random.default_rng([self._uid, int(self.rng.integers(1 << 30))])
+            self.pods.append(pod)
 
     def scale(self, variant: str, replicas: int, t: float) -> None:
         """Set the variant's Deployment to ``replicas`` at time ``t``."""
@@ -356,7 +383,8 @@ class Fleet:
                 s = sel[pick == j]
                 if s.size == 0:
                     continue
-                _, lat = pod.serve(arr[s], jitter[name][idx0 + s] * svc_mean, v.service.batching)
+                svc = jitter[name][idx0 + s] * (svc_mean * pod.speed)
+                _, lat = pod.serve(arr[s], svc, v.service.batching)
                 lat_out[idx0 + s] = lat
 
     # ----------------------------------------------------------------- cost

@@ -133,6 +133,7 @@ class SluicePolicy:
     ctx: Context | None = None
     spec: InferenceServiceSpec | None = None
     status: dict[str, Any] = field(default_factory=dict)
+    typed: InferenceServiceStatus | None = None
     events: list[str] = field(default_factory=list)
     last: str = ""
 
@@ -140,6 +141,7 @@ class SluicePolicy:
         self.ctx = ctx
         self.spec = None
         self.status = {}
+        self.typed = None
         self.events = []
         self.last = ""
 
@@ -200,8 +202,9 @@ class SluicePolicy:
         )
         if out.status is not None:
             self.status = out.status.to_dict()
+            self.typed = out.status
         self.events.extend(f"{t:.0f}s {e.reason}: {e.message}" for e in out.events)
-        st = InferenceServiceStatus.from_dict(self.status)
+        st = self.typed if self.typed is not None else InferenceServiceStatus()
         scaled = st.scaled_replicas()
         reasons = [e.reason for e in st.scaling]
         self.last = "; ".join(str(r) for r in reasons)
@@ -237,6 +240,7 @@ class HPA:
     policy_period: float = 15.0
     down_percent: float = 100.0
     null_is_zero: bool = False  # KEDA's ignoreNullValues
+    needs: tuple[str, ...] = (sig.REQUEST_RATE, sig.P99_LATENCY)  # the queries it sends
     state: dict[str, _HPAState] = field(default_factory=dict)
     ctx: Context | None = None
     last: str = ""
@@ -328,6 +332,7 @@ def keda(threshold: float) -> HPA:
 @dataclass
 class Oracle:
     name: str = "oracle"
+    needs: tuple[str, ...] = ()
     ctx: Context | None = None
     last: str = ""
 

@@ -9,7 +9,8 @@ store, for exactly the expression shapes the operator's templates use
 (:data:`sluice.policy.signals.BUILTIN_QUERIES`): ``sum/max/min/avg/count by
 (...) (...)``, ``rate()`` and ``increase()`` with Prometheus' extrapolation,
 instant selectors with the 5-minute lookback and staleness, label matchers
-(``=``, ``!=``, ``=~``, ``!~``), ``+ - * /`` with one-to-one matching, ``or``,
+(``=``, ``!=``, ``=~``, ``!~``), ``deriv()``, ``irate()``, ``offset``,
+``+ - * /`` with one-to-one matching, comparison filters, ``or``,
 and number literals. The operator's own code then turns the answers into
 readings (:func:`sluice.policy.signals.group`), so the policy sees exactly
 what it would see from a real Prometheus.
@@ -151,10 +152,16 @@ class Prometheus:
                     out[_key(ser.labels)] = v
             return out
         if kind == "range_fn":
-            _, fn, name, matchers, window = node
+            _, fn, name, matchers, window, offset = node
             out = {}
+            at = t - offset
             for ser in self._select(name, matchers):
-                v = _extrapolated(ser, t, window, is_rate=fn == "rate")
+                if fn == "deriv":
+                    v = _deriv(ser, at, window)
+                elif fn == "irate":
+                    v = _irate(ser, at, window)
+                else:
+                    v = _extrapolated(ser, at, window, is_rate=fn == "rate")
                 if v is not None:
                     out[_key(ser.labels, drop_name=True)] = v
             return out
@@ -169,6 +176,20 @@ class Prometheus:
                 g = tuple((lbl, d[lbl]) for lbl in sorted(by) if lbl in d)
                 groups.setdefault(g, []).append(v)
             return {g: _aggregate(op, vs) for g, vs in groups.items()}
+        if kind == "cmp":
+            # A filter (no bool modifier): keep the elements for which it holds.
+            _, op, lhs, rhs = node
+            a, b = self._eval(lhs, t), self._eval(rhs, t)
+            if not isinstance(a, dict) or not isinstance(b, float):
+                raise ValueError("only vector <op> scalar comparisons are supported")
+            test = {
+                ">=": lambda x: x >= b,
+                "<=": lambda x: x <= b,
+                ">": lambda x: x > b,
+                "<": lambda x: x < b,
+                "==": lambda x: x == b,
+            }[op]
+            return {k: v for k, v in a.items() if test(v)}
         if kind == "bin":
             _, op, lhs, rhs = node
             a, b = self._eval(lhs, t), self._eval(rhs, t)
@@ -195,7 +216,7 @@ class Prometheus:
         self, t: float, window: str = "1m", queries: Mapping[str, str] | None = None
     ) -> sig.Observations:
         """What the operator's observe() builds from one fleet-wide query per signal."""
-        templates = dict(queries or sig.BUILTIN_QUERIES)
+        templates = dict(sig.BUILTIN_QUERIES if queries is None else queries)
         sel = sig.fleet_selector(())
         by: dict[str, dict[sig.Key, sig.Reading] | sig.Reading] = {}
         for s, tmpl in templates.items():
@@ -207,7 +228,7 @@ class Prometheus:
     ) -> dict[str, sig.Reading]:
         obs = self.observations(t, window, queries)
         key = (self.namespace, self.service, variant)
-        names = list(queries or sig.BUILTIN_QUERIES)
+        names = list(sig.BUILTIN_QUERIES if queries is None else queries)
         return {s: obs.reading(key, s) for s in names}
 
 
@@ -293,6 +314,46 @@ def _extrapolated(ser: Series, t: float, window: float, is_rate: bool) -> float 
     return result / window if is_rate else result
 
 
+def _window(ser: Series, t: float, window: float) -> tuple[list[float], list[float]]:
+    lo = t - window
+    i = _bisect_right(ser.t, t) - 1
+    ts: list[float] = []
+    vs: list[float] = []
+    while i >= 0 and ser.t[i] >= lo:
+        if ser.stale_at is None or ser.t[i] < ser.stale_at:
+            ts.append(ser.t[i])
+            vs.append(ser.v[i])
+        i -= 1
+    ts.reverse()
+    vs.reverse()
+    return ts, vs
+
+
+def _irate(ser: Series, t: float, window: float) -> float | None:
+    """Prometheus' irate(): the last two samples of the window."""
+    ts, vs = _window(ser, t, window)
+    if len(ts) < 2:
+        return None
+    dv = vs[-1] - vs[-2]
+    if dv < 0:  # counter reset
+        dv = vs[-1]
+    return dv / (ts[-1] - ts[-2])
+
+
+def _deriv(ser: Series, t: float, window: float) -> float | None:
+    """Prometheus' deriv(): the least-squares slope per second, at least 2 samples."""
+    ts, vs = _window(ser, t, window)
+    if len(ts) < 2:
+        return None
+    n = len(ts)
+    mt = sum(ts) / n
+    mv = sum(vs) / n
+    den = sum((x - mt) ** 2 for x in ts)
+    if den == 0:
+        return None
+    return sum((x - mt) * (y - mv) for x, y in zip(ts, vs, strict=True)) / den
+
+
 def _aggregate(op: str, vs: list[float]) -> float:
     if op == "sum":
         return float(sum(vs))
@@ -327,9 +388,9 @@ def _arith(op: str, a: float, b: float) -> float:
 # ---------------------------------------------------------------------- parser
 
 _TOKEN = re.compile(
-    r"\s*(?:(?P<num>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)(?![a-zA-Z])|(?P<dur>\d+[smhd])"
+    r"\s*(?:(?P<num>\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)(?![a-zA-Z0-9.])|(?P<dur>\d+[smhd])"
     r"|(?P<id>[a-zA-Z_:][a-zA-Z0-9_:]*)|(?P<str>\"(?:[^\"\\]|\\.)*\")"
-    r"|(?P<op>=~|!~|!=|=|[-+*/(){}\[\],]))"
+    r"|(?P<op>=~|!~|!=|>=|<=|==|=|[-+*/(){}\[\],<>]))"
 )
 _AGGS = {"sum", "max", "min", "avg", "count"}
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -369,10 +430,17 @@ class _Parser:
         return node
 
     def expr_or(self) -> Any:
-        node = self.expr_add()
+        node = self.expr_cmp()
         while (tok := self.peek()) and tok == ("id", "or"):
             self.take()
-            node = ("bin", "or", node, self.expr_add())
+            node = ("bin", "or", node, self.expr_cmp())
+        return node
+
+    def expr_cmp(self) -> Any:
+        node = self.expr_add()
+        while (tok := self.peek()) and tok[0] == "op" and tok[1] in (">=", "<=", ">", "<", "=="):
+            self.take()
+            node = ("cmp", tok[1], node, self.expr_add())
         return node
 
     def expr_add(self) -> Any:
@@ -410,7 +478,7 @@ class _Parser:
                 self.take()
                 by = self.labels()
             return ("agg", val, tuple(by), inner)
-        if kind == "id" and val in ("rate", "increase"):
+        if kind == "id" and val in ("rate", "irate", "increase", "deriv"):
             self.take("(")
             name, matchers = self.selector()
             self.take("[")
@@ -418,9 +486,16 @@ class _Parser:
             if d[0] != "dur":
                 raise ValueError(f"expected a duration, got {d[1]!r}")
             self.take("]")
+            offset = 0.0
+            if self.peek() == ("id", "offset"):
+                self.take()
+                o = self.take()
+                if o[0] != "dur":
+                    raise ValueError(f"expected a duration, got {o[1]!r}")
+                offset = float(o[1][:-1]) * _UNITS[o[1][-1]]
             self.take(")")
             window = float(d[1][:-1]) * _UNITS[d[1][-1]]
-            return ("range_fn", val, name, matchers, window)
+            return ("range_fn", val, name, matchers, window, offset)
         if kind == "id":
             self.i -= 1
             name, matchers = self.selector()

@@ -9,6 +9,8 @@ from typing import Any
 
 import numpy as np
 
+from sluice.policy import signals as sig
+
 from .fleet import Fleet, Pod, ServiceModel, VariantSpec
 from .policies import Context, PodInfo, Policy, View
 from .prom import Prometheus
@@ -143,6 +145,9 @@ def run(scenario: Scenario, policy: Policy, seed: int) -> Result:
         interval=scenario.control_interval,
     )
     policy.reset(ctx)
+    # Signals the policy reads (all of them unless it says; the operator reads all).
+    wanted = getattr(policy, "needs", None)
+    needs = {k: sig.BUILTIN_QUERIES[k] for k in wanted} if wanted is not None else None
     # Every policy starts right-sized for the first minute, warm.
     for v in scenario.variants:
         first = trace.peak(0, 60) * weights[v.name]
@@ -176,7 +181,9 @@ def run(scenario: Scenario, policy: Policy, seed: int) -> Result:
             next_control += ci
             tl.t.append(t)
             tl.rate.append(trace.rate_at(t))
-            views = {v.name: _view(fleet, prom, scenario, v.name, t) for v in scenario.variants}
+            views = {
+                v.name: _view(fleet, prom, scenario, v.name, t, needs) for v in scenario.variants
+            }
             decide_all = getattr(policy, "decide_all", None)
             wants = (
                 decide_all(t, views)
@@ -242,13 +249,20 @@ def _route(
     fleet.route(t, arr, u, jitter, lat, idx0)
 
 
-def _view(fleet: Fleet, prom: Prometheus, sc: Scenario, variant: str, t: float) -> View:
+def _view(
+    fleet: Fleet,
+    prom: Prometheus,
+    sc: Scenario,
+    variant: str,
+    t: float,
+    queries: dict[str, str] | None = None,
+) -> View:
     live = fleet.live(variant)
     pods = tuple(
         PodInfo(
             created=p.created,
             ready=p.ready_at <= t,
-            ready_at=p.ready_at if p.ready_at <= t else None,
+            ready_at=p.since if p.ready_at <= t else None,
         )
         for p in live
     )
@@ -258,5 +272,5 @@ def _view(fleet: Fleet, prom: Prometheus, sc: Scenario, variant: str, t: float) 
         replicas=len(live),
         ready=sum(1 for p in pods if p.ready),
         pods=pods,
-        readings=prom.readings(t, variant, sc.rate_window),
+        readings=prom.readings(t, variant, sc.rate_window, queries),
     )
