@@ -68,9 +68,9 @@ def condition(obj: dict[str, Any] | None, type_: str) -> dict[str, Any]:
 
 
 def current(obj: dict[str, Any] | None) -> bool:
-    return bool(obj) and (obj or {}).get("status", {}).get("observedGeneration") == (
-        obj or {}
-    ).get("metadata", {}).get("generation")
+    return bool(obj) and (obj or {}).get("status", {}).get("observedGeneration") == (obj or {}).get(
+        "metadata", {}
+    ).get("generation")
 
 
 def events(kubectl: Kubectl, ns: str, name: str, reason: str) -> list[dict[str, Any]]:
@@ -183,16 +183,32 @@ def test_immutable_field_of_an_existing_deployment(kubectl: Kubectl, env: tuple[
     no_traceback(log)
 
 
+@pytest.mark.parametrize(
+    ("name", "anti", "says"),
+    [
+        # 422: a valid shape with an invalid value
+        (
+            "podaff",
+            {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": ""}]},
+            "topologyKey",
+        ),
+        # server-side apply's 500: a shape that does not fit the Pod schema
+        (
+            "podaff-shape",
+            {"requiredDuringSchedulingIgnoredDuringExecution": "everywhere"},
+            "failed to create typed patch object",
+        ),
+    ],
+)
 def test_pass_through_pod_field_kubernetes_rejects(
-    kubectl: Kubectl, env: tuple[str, Path]
+    kubectl: Kubectl, env: tuple[str, Path], name: str, anti: dict[str, Any], says: str
 ) -> None:
     ns, log = env
-    anti = {"requiredDuringSchedulingIgnoredDuringExecution": [{"topologyKey": ""}]}
-    kubectl.apply(service("podaff", ns, podTemplate={"affinity": {"podAntiAffinity": anti}}))
-    st = apply_failed(kubectl, ns, "podaff", "Deployment/podaff-main: ")
-    assert "topologyKey" in condition(st, "Ready")["message"]
-    assert fleet(kubectl, ns, "podaff") == {}
-    kubectl.run("delete", ISVC, "podaff", "-n", ns)
+    kubectl.apply(service(name, ns, podTemplate={"affinity": {"podAntiAffinity": anti}}))
+    st = apply_failed(kubectl, ns, name, f"Deployment/{name}-main: ")
+    assert says in condition(st, "Ready")["message"]
+    assert fleet(kubectl, ns, name) == {}
+    kubectl.run("delete", ISVC, name, "-n", ns)
     no_traceback(log)
 
 

@@ -166,6 +166,12 @@ CASES = [
         "metadata.name must be at most 42 characters",
         "metadata.name must be at most 42 characters",
     ),
+    Case(
+        "version-beyond-int64",
+        {"spec": {"model": {"version": 10**20}}},
+        "spec.model.version in body must be of type integer",
+        "spec.model.version: must be an integer (64-bit)",
+    ),
     # ---- names that are valid object names but not Service names (issue 12)
     Case(
         "name-with-dot",

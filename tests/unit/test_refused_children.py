@@ -227,3 +227,15 @@ def test_the_watch_cache_keeps_what_explains_a_stuck_deployment_or_pod() -> None
     }
     cs = project_pod(pod)["status"]["containerStatuses"][0]
     assert cs["lastState"] == {"terminated": {"exitCode": 1, "reason": "Error"}}
+
+
+def test_what_counts_as_a_refusal() -> None:
+    from sluice.reconcile.apply import is_refusal
+
+    assert is_refusal(refusal(422, "invalid")) and is_refusal(refusal(403, "exceeded quota"))
+    assert is_refusal(refusal(409, "conflict"))
+    assert is_refusal(refusal(500, "failed to create typed patch object (x): expected list"))
+    assert not is_refusal(refusal(500, "etcdserver: request timed out"))
+    assert not is_refusal(refusal(429, "too many requests"))
+    assert not is_refusal(refusal(503, "unavailable"))
+    assert not is_refusal(ValueError("x"))

@@ -241,6 +241,8 @@ def _parse_value(tp: Any, value: Any, path: str, meta: Mapping[str, Any]) -> Any
     elif tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise SpecError(path, f"must be an integer, got {value!r}")
+        if not -(2**63) <= value < 2**63:  # what the apiserver takes for an integer
+            raise SpecError(path, f"must be an integer (64-bit), got {value}")
     elif tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SpecError(path, f"must be a number, got {value!r}")

@@ -11,7 +11,8 @@ In three steps, so that a set the apiserver refuses changes nothing:
 
 A refusal is any 4xx answer except the transient ones (408, 429): an invalid
 object (422), a quota or an admission policy (403), an immutable field, a
-conflict (409). Those depend on the input and on the cluster, not on timing, so
+conflict (409); and server-side apply's 500 for an object that does not fit
+its kind's schema. Those depend on the input and on the cluster, not on timing, so
 the reconciler reports them in status and backs off instead of retrying hot.
 """
 
@@ -155,15 +156,14 @@ def plan_kind(
 
 
 def is_refusal(e: BaseException) -> bool:
-    return (
-        isinstance(e, ApiException)
-        and 400 <= (e.status or 0) < 500
-        and e.status
-        not in (
-            408,
-            429,
-        )
-    )
+    """An answer about the object, not about the moment. Server-side apply
+    answers 500 when the object does not fit the kind's schema (a list where an
+    object belongs: "failed to create typed patch object"), which no retry fixes."""
+    if not isinstance(e, ApiException):
+        return False
+    if e.status == 500 and "failed to create typed patch object" in reason_of(e):
+        return True
+    return 400 <= (e.status or 0) < 500 and e.status not in (408, 429)
 
 
 def reason_of(e: ApiException) -> str:
