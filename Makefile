@@ -4,7 +4,7 @@ PY ?= .venv/bin/python
 VENV_STAMP := .venv/.installed
 export KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 
-.PHONY: help venv deps bins cluster-up cluster-down run load demo demo-down test test-unit test-integration lint crds manifests bench clean
+.PHONY: help venv deps bins cluster-up cluster-down run load demo demo-down test test-unit test-integration lint crds manifests bench bench-scale bench-control clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -70,6 +70,12 @@ test: deps $(VENV_STAMP) bins lint ## the test command: lint, unit and integrati
 
 bench: deps $(VENV_STAMP) bins ## benchmarks; results in docs/bench/ (summary: docs/bench/README.md)
 	$(PY) -m tests.bench
+
+bench-scale: deps $(VENV_STAMP) bins ## N=100,300,1000 services vs a plain client; docs/bench/scale.json (~30 min)
+	$(PY) -m tests.bench.scale_bench
+
+bench-control: $(VENV_STAMP) ## control quality: Sluice vs HPA, KEDA, oracle on simulated traffic (ARGS=--quick)
+	$(PY) -m tests.bench.control $(ARGS)
 
 clean: cluster-down
 	rm -rf .venv build dist *.egg-info

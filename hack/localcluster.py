@@ -609,7 +609,20 @@ class Cluster:
             (gw, "crd/httproutes.gateway.networking.k8s.io"),
         ):
             self.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(path))
-            self.kubectl("wait", "--for=condition=Established", "--timeout=60s", crd)
+            self._wait_established(crd)
+
+    def _wait_established(self, crd: str, timeout: float = 60.0) -> None:
+        """kubectl wait fails at once (instead of waiting) while a new CRD has no
+        status.conditions yet, which a loaded apiserver leaves for a moment."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.kubectl("wait", "--for=condition=Established", "--timeout=60s", crd)
+                return
+            except RuntimeError as e:
+                if "accessor error" not in str(e) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)  # poll interval of a wait on a condition
 
     # -------------------------------------------------------------------- down
 

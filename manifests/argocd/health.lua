@@ -11,7 +11,8 @@
 --                the operator cannot serve); rollout phase RolledBack (a canary
 --                failed its analysis, until the next spec change starts a new
 --                rollout); Ready False for any other reason.
---   Suspended    Ready False with reason ScaledToZero (spec.replicas is 0 on purpose).
+--   Suspended    Ready False with reason ScaledToZero (spec.replicas is 0 on purpose);
+--                a Progressing canary with status.rollout.paused (spec.rollout.paused).
 --   Healthy      Ready True, observedGeneration == generation, nothing in flight.
 local hs = {}
 
@@ -74,6 +75,10 @@ end
 if phase == "RollingBack" then
   return say("Degraded", "Canary rolling back: "
     .. because(status.rollout, "the canary failed its analysis"))
+end
+if phase == "Progressing" and status.rollout.paused == true then
+  return say("Suspended", "Canary paused (spec.rollout.paused): "
+    .. because(status.rollout, "held where it is"))
 end
 if phase == "Progressing" or phase == "Promoting" then
   return say("Progressing", "Canary " .. string.lower(phase) .. ": "

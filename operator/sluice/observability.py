@@ -15,6 +15,14 @@ call sites:
   ``rate``, ``errors``.
 - :func:`set_leader` says whether this process holds the leader Lease
   (``sluice_leader``): 1 on the replica that acts, 0 on a standby.
+- :func:`api_request` counts every request to the Kubernetes API by verb and
+  resource (``sluice_api_requests_total{verb,resource}``; reconcile/kube.py).
+- :func:`control_cycle` records the control cycle's real start-to-start
+  interval and its duration (``sluice_control_cycle_interval_seconds``,
+  ``sluice_control_cycle_duration_seconds``; reconcile/loop.py).
+- :func:`set_cached` says how many objects of each kind the watch cache holds
+  (``sluice_cache_objects{kind}``) and :data:`QUEUE_DEPTH` how many
+  InferenceServices wait for a reconcile (``sluice_workqueue_depth``).
 
 The dashboard in helm/sluice/dashboards/ queries exactly these names; a test
 keeps the two in step.
@@ -60,6 +68,31 @@ LEADER = Gauge(
     "sluice_leader",
     "1 while this process holds the leader Lease (or runs standalone), 0 on a standby.",
 )
+API_REQUESTS = Counter(
+    "sluice_api_requests",
+    "Requests to the Kubernetes API, by verb (get, list, watch, create, update, patch, "
+    "delete) and resource (deployments, inferenceservices_status, ...).",
+    ["verb", "resource"],
+)
+CYCLE_INTERVAL = Histogram(
+    "sluice_control_cycle_interval_seconds",
+    "Time from the start of one control cycle to the start of the next.",
+    buckets=(1, 2, 5, 10, 12, 15, 16.5, 18, 20, 25, 30, 45, 60, 120, 300),
+)
+CYCLE_SECONDS = Histogram(
+    "sluice_control_cycle_duration_seconds",
+    "Wall time of one control cycle (metrics, decisions, status writes, resync).",
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15, 30, 60),
+)
+CACHED = Gauge(
+    "sluice_cache_objects",
+    "Objects held by the watch cache, by kind.",
+    ["kind"],
+)
+QUEUE_DEPTH = Gauge(
+    "sluice_workqueue_depth",
+    "InferenceServices waiting for a reconcile.",
+)
 BUILD = Info("sluice_build", "Version of the running operator.")
 BUILD.info({"version": __version__})
 
@@ -71,6 +104,11 @@ METRIC_NAMES = (
     "sluice_prometheus_query_errors_total",
     "sluice_leader",
     "sluice_build_info",
+    "sluice_api_requests_total",
+    "sluice_control_cycle_interval_seconds",
+    "sluice_control_cycle_duration_seconds",
+    "sluice_cache_objects",
+    "sluice_workqueue_depth",
 )
 
 
@@ -106,6 +144,22 @@ def decision(kind: str) -> None:
 def query_error(signal: str) -> None:
     """Count one failed Prometheus query, e.g. ``query_error("latency")``."""
     QUERY_ERRORS.labels(signal=_checked(signal, "signal")).inc()
+
+
+def api_request(verb: str, resource: str) -> None:
+    """Count one Kubernetes API request, e.g. ``api_request("list", "deployments")``."""
+    API_REQUESTS.labels(verb=verb, resource=resource).inc()
+
+
+def control_cycle(duration: float, interval: float | None) -> None:
+    """One control cycle took ``duration`` s and started ``interval`` s after the last."""
+    CYCLE_SECONDS.observe(duration)
+    if interval is not None:
+        CYCLE_INTERVAL.observe(interval)
+
+
+def set_cached(kind: str, n: int) -> None:
+    CACHED.labels(kind=kind).set(n)
 
 
 def set_leader(leading: bool) -> None:

@@ -7,7 +7,8 @@ import platform
 import time
 from pathlib import Path
 
-from tests.bench import prometheus_bench, reconcile_bench, render_bench
+from tests.bench import prometheus_bench, reconcile_bench, render_bench, scale_bench
+from tests.bench.control import bench as control_bench
 
 OUT = Path(__file__).resolve().parents[2] / "docs" / "bench"
 
@@ -20,6 +21,9 @@ def main() -> int:
         "render": render_bench.run(OUT),
         "reconcile": reconcile_bench.run(OUT),
         "prometheus": prometheus_bench.run(OUT),
+        "scale": scale_bench.run(OUT),
+        # Full results in control.json; here the per-trace summary.
+        "control": control_bench.run(OUT)["summary"],
     }
     (OUT / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print(json.dumps(results, indent=2))

@@ -84,3 +84,52 @@ def test_fixed_split_is_held_and_variants_are_compared(
     assert "rollout" not in st and "scaling" not in st
     assert view.condition("MetricsAvailable")["status"] == "True"
     assert {v["name"]: v["weight"] for v in st["variants"]} == {"main": 75, "b": 25}
+
+
+def test_experiment_names_the_faster_variant_and_promotes_it(
+    kubectl: Kubectl, kubeconfig: Path, ns: str, fleet: Fleet, prometheus: PrometheusServer
+) -> None:
+    """spec.experiment: the sequential judge names b (4x faster) better than main on
+    p99, with the numbers behind it, and promoteWinner moves main to b's version."""
+    fleet.start("main", version=1, sleep_ms=40)
+    fleet.start("b", version=2, sleep_ms=10)
+    prometheus.set_targets(fleet.targets(ns, NAME))
+    kubectl.apply(
+        isvc_manifest(
+            ns,
+            NAME,
+            1,
+            replicas=1,
+            router={"gateway": {"name": "inference-gw"}},
+            variants=[{"name": "b", "weight": 50, "model": {"version": 2}}],
+            experiment={"minSamples": 100, "promoteWinner": True},
+        )
+    )
+    view = ClusterView(kubectl, ns, NAME)
+    servers = {v: s.url for v, s in fleet.servers.items()}
+    with (
+        control_operator(kubeconfig, ns, prometheus.url, fleet.dir),
+        RouteWeights(kubeconfig, ns, NAME) as weights,
+    ):
+        until(lambda: weights.weights == {f"{NAME}-main": 50, f"{NAME}-b": 50}, 60, "50/50")
+        with Load(NAME, servers, weights, concurrency=4, rate=40):
+            ex = until(
+                lambda: (e := view.status().get("experiment") or {}).get("promoted") and e,
+                120,
+                "the experiment to name and promote a winner",
+            )
+        until(
+            lambda: (
+                (d := view.deployment("main")) is not None
+                and d["metadata"]["labels"]["sluice.dev/model-version"] == "2"
+            ),
+            60,
+            "main to serve the winner's version",
+        )
+    assert ex["winner"] == "b" and ex["promoted"]["version"] == 2
+    b = ex["variants"][0]
+    p99 = next(s for s in b["signals"] if s["signal"] == "p99LatencyMs")
+    assert p99["better"] == "b" and p99["upper"] < 1.0 and p99["samples"] >= 100
+    assert p99["confidence"] == 0.99 and p99["batches"] >= 2
+    assert view.events("ExperimentWinner") and view.events("ExperimentPromoted")
+    assert view.events("ExperimentVerdict")

@@ -6,7 +6,8 @@ tail latency up, and the real operator (``sluice run``) drives the Deployment
 in the local cluster.
 
 (1) Load pushes p99 over the target: the Deployment's replicas rise, one step
-    at a time, to maxReplicas; load stops: they fall back to minReplicas after
+    at a time (scaleUp.maxStep 1), to maxReplicas, each decision explained with
+    the demand policy's numbers; load stops: they fall back to minReplicas after
     the scale-down stabilisation.
 (4) Prometheus stops mid-run: replicas do not move (not even though the load
     stopped too), MetricsAvailable=False says why; Prometheus starts again:
@@ -21,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from sluice.api.v1alpha1 import InferenceServiceStatus
 from tests.support.fleet import ClusterView, Fleet, control_operator, isvc_manifest
 from tests.support.kube import Kubectl, temp_namespace
 from tests.support.load import Load
@@ -108,6 +110,11 @@ def test_tail_latency_over_target_scales_up_and_idle_scales_back_down(
         assert decision["metric"] == "p99LatencyMs" and decision["target"] == TARGET_MS
         assert decision["observed"] > TARGET_MS * 1.1
         assert decision["reason"].split(":")[0] in ("ScaleUp", "AtMaxReplicas", "WarmingUp")
+        # Policy Demand explains its sizing: the demand, one replica's capacity by the
+        # M/G/1 model from Triton's compute time, the latency it predicts.
+        assert decision["demand"] > 0 and decision["capacityPerReplica"] > 0
+        assert "M/G/1" in decision["reason"] and "ms per execution" in decision["reason"]
+        assert decision["signals"]["computeTimeMs"] > 0
         ups = view.events("ScaledUp")
         assert len(ups) >= 2 and all("p99LatencyMs" in e["message"] for e in ups)
         # The operator's own metrics count the decisions it explained.
@@ -123,6 +130,8 @@ def test_tail_latency_over_target_scales_up_and_idle_scales_back_down(
         assert st["replicas"] == 1
         signals = {s["variant"]: s for s in st["signals"]}
         assert signals["main"]["requestRate"] == 0
+        # What the apiserver stored is exactly the typed status that was written.
+        assert InferenceServiceStatus.from_dict(st).to_dict() == st
 
 
 def test_prometheus_outage_freezes_replicas_and_control_resumes(

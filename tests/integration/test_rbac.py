@@ -220,6 +220,7 @@ ALLOWED_CLUSTER = [
     ("create", "podmonitors.monitoring.coreos.com", "-n", "default"),
     ("create", "events", "-n", "default"),
     ("list", "pods", "-A"),
+    ("watch", "pods", "-A"),  # the watch cache (reconcile/cache.py)
     ("watch", "customresourcedefinitions.apiextensions.k8s.io"),
 ]
 REFUSED_EVERYWHERE = [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,9 +12,11 @@ from typing import Any
 import pytest
 import yaml
 
+from sluice.api.v1alpha1 import InferenceServiceStatus
+from sluice.reconcile.desired import render_documents
 from sluice.reconcile.isvc import Reconciler
 from sluice.reconcile.kube import Kube, load_config
-from tests.support.invalid_specs import CASES, Case
+from tests.support.invalid_specs import ACCEPTED, CASES, Case
 from tests.support.kube import Kubectl, temp_namespace
 from tests.support.operator import running_operator
 from tests.support.wait import until
@@ -98,6 +101,25 @@ def test_invalid_spec_is_rejected_at_apply(kubectl: Kubectl, crds: None, case: C
     assert isvc(kubectl, "default", obj["metadata"]["name"]) is None
 
 
+@pytest.mark.parametrize("case", ACCEPTED, ids=lambda c: c.id)
+def test_valid_edge_case_is_accepted_at_apply(kubectl: Kubectl, crds: None, case: Case) -> None:
+    obj = case.obj()
+    obj["metadata"]["namespace"] = "default"
+    r = kubectl.run("apply", "--dry-run=server", "-f", "-", stdin=json.dumps(obj), check=False)
+    assert r.returncode == 0, r.stderr
+    # What Sluice renders from it is accepted too: the rules refuse no less than needed.
+    children = [
+        o
+        for o in render_documents(yaml.safe_dump(obj), namespace="default")
+        if o["kind"] in ("Deployment", "Service", "HTTPRoute")
+    ]
+    body = json.dumps({"apiVersion": "v1", "kind": "List", "items": children})
+    r = kubectl.run(
+        "apply", "--server-side", "--dry-run=server", "-f", "-", stdin=body, check=False
+    )
+    assert r.returncode == 0, r.stderr
+
+
 # ------------------------------------------------------------------- reconcile
 
 
@@ -113,6 +135,11 @@ def test_samples_become_ready_with_status(samples_ready: dict[str, dict[str, Any
     for obj in samples_ready.values():
         assert condition(obj, "SpecValid")["status"] == "True"
         assert condition(obj, "Progressing")["status"] == "False"
+        # One timestamp format; and what the apiserver stored is exactly the typed
+        # status the operator wrote (the CRD's schema pruned nothing).
+        for c in obj["status"]["conditions"]:
+            assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", c["lastTransitionTime"])
+        assert InferenceServiceStatus.from_dict(obj["status"]).to_dict() == obj["status"]
 
 
 def test_h100_sample_lands_only_on_the_h100_node(

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from lupa import lua51
 
-from sluice.api.v1alpha1 import MAIN_VARIANT
+from sluice.api.v1alpha1 import MAIN_VARIANT, InferenceServiceStatus
 from sluice.policy import readiness
 from sluice.render.plan import Variant
 
@@ -111,7 +111,7 @@ def test_the_argocd_cm_patch_carries_this_exact_lua() -> None:
 
 # --- statuses produced by the operator's own status code ----------------------------------
 
-NOW = "2026-11-20T10:00:00Z"
+NOW = 1_795_168_800.0  # 2026-11-20T10:00:00Z
 
 
 def _variants(replicas: int) -> list[Variant]:
@@ -133,7 +133,7 @@ def _state(ready: int, replicas: int) -> readiness.DeploymentState:
 
 def _served(ready: int, wanted: int, in_flight: bool = False) -> dict[str, Any]:
     return readiness.served_status(
-        {},
+        InferenceServiceStatus(),
         model="m",
         variants=_variants(wanted),
         states={MAIN_VARIANT: _state(ready, wanted)},
@@ -143,7 +143,7 @@ def _served(ready: int, wanted: int, in_flight: bool = False) -> dict[str, Any]:
         route=None,
         rollout_in_flight=in_flight,
         now=NOW,
-    )
+    ).to_dict()
 
 
 def _obj(status: dict[str, Any], generation: int = 4) -> dict[str, Any]:
@@ -175,7 +175,8 @@ def test_operator_status_scaled_to_zero_is_suspended() -> None:
 
 def test_operator_status_for_an_invalid_spec_is_degraded() -> None:
     # A once-serving object whose new spec is invalid: the fleet still runs, Argo must tell.
-    status = readiness.invalid_spec_status(_served(2, 2), "spec.gpu.count: too many", 5, NOW)
+    served = InferenceServiceStatus.from_dict(_served(2, 2))
+    status = readiness.invalid_spec_status(served, "spec.gpu.count: too many", 5, NOW).to_dict()
     hs = health(_obj(status, generation=5))
     assert hs == {"status": "Degraded", "message": "Invalid spec: spec.gpu.count: too many"}
 

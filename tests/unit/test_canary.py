@@ -1,8 +1,9 @@
 """The canary state machine, table-driven over observation sequences.
 
 Each cycle gives the clock and what the shell observed; the state is carried
-from one cycle to the next through status (``to_status``/``from_status``), as
-the operator does across cycles and restarts.
+from one cycle to the next through the serialised status
+(``InferenceServiceStatus.to_dict``/``from_dict``), as the operator does across
+cycles and restarts.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from sluice.api.v1alpha1 import parse_spec
+from sluice.api.v1alpha1 import InferenceServiceStatus, parse_spec
 from sluice.policy import signals as sig
 from sluice.policy.canary import Rollout, World, advance, analyse, condition
 from sluice.policy.plan import Observed, Revision, plan
@@ -29,11 +30,13 @@ def spec(version: int = 2, **rollout: Any):
         "strategy": "Canary",
         "steps": [10, 50],
         "interval": "10s",
+        # Compared with main (the baseline variant has its own tests below).
+        "baseline": False,
         "analysis": {
             "maxLatencyRatio": 1.5,
             "maxErrorRate": 0.01,
             "minRequestRate": 1,
-            "failureThreshold": 2,
+            "minSamples": 100,
             "progressDeadline": "5m",
         },
     }
@@ -54,6 +57,7 @@ def good(rate: float = 20, p99: float = 12, err: float = 0.0) -> dict[str, Readi
         sig.REQUEST_RATE: sig.value(rate),
         sig.ERROR_RATE: sig.value(err),
         sig.P99_LATENCY: sig.value(p99),
+        sig.AVG_LATENCY: sig.value(p99 / 2),
     }
 
 
@@ -78,16 +82,17 @@ class C:
     main_revision: Revision | None = OLD
     main_rolled_out: bool = True
     routed: int | None = None  # None: the canary weight the state asks for (the route follows)
+    requests: dict[str, str] = field(default_factory=dict)
 
 
 def drive(
     s: Any, cycles: list[C], start: Rollout | None
 ) -> list[tuple[str, int, int, int, list[str]]]:
-    status = start.to_status() if start else None
+    status = wire(start)
     out = []
     routed_prev = start.canary_weight if start else 0
     for c in cycles:
-        prev = Rollout.from_status(status)
+        prev = unwire(status)
         w = World(
             spec_revision=Revision(s.model.version, s.triton.image),
             main_replicas=4,
@@ -97,16 +102,33 @@ def drive(
             routed_canary_weight=routed_prev if c.routed is None else c.routed,
             canary=c.canary,
             stable=c.stable,
+            window_seconds=10,
+            requests=c.requests,
         )
         o = advance(s, prev, w, T0 + c.t)
         r = o.rollout
         assert r is not None
-        status = r.to_status()
+        status = wire(r)
         routed_prev = r.canary_weight
         out.append(
-            (r.phase, r.step, r.canary_weight, r.failed_checks, [e.reason for e in o.events])
+            (
+                r.phase,
+                r.step,
+                r.canary_weight,
+                r.failed_checks,
+                [e.reason for e in o.events if e.reason != "AnalysisVerdict"],
+            )
         )
     return out
+
+
+def wire(r: Rollout | None) -> dict[str, Any]:
+    """status, as written to the apiserver."""
+    return InferenceServiceStatus(rollout=r).to_dict()
+
+
+def unwire(status: dict[str, Any] | None) -> Rollout | None:
+    return InferenceServiceStatus.from_dict(status).rollout
 
 
 STABLE_IDLE = Rollout(phase="Idle", stable=OLD, message="v1 stable")
@@ -129,21 +151,23 @@ def test_stable_is_taken_from_what_main_runs_when_status_has_none() -> None:
 
 
 def test_good_canary_goes_through_every_step_and_is_promoted() -> None:
+    # Readings are rates over a 10 s window: one batch of evidence per window.
     got = drive(
         spec(),
         [
             C(0, canary=IDLE, canary_ready=0),  # version change: canary started
             C(1, canary=IDLE, canary_ready=0),  # not ready: no weight
             C(2, canary=IDLE, canary_ready=1),  # ready for 10% (ceil(4*10%) = 1), observed
-            C(5),  # interval not over: nothing
-            C(12, canary_ready=1),  # passed, but needs 2 ready for 50%: held
-            C(13, canary_ready=2),  # now 50%
-            C(23),  # passed at the last step: promoting
-            C(24, main_revision=OLD),  # main still rolling to v2: canary keeps 50%
-            C(25, main_revision=NEW, main_rolled_out=False),
-            C(26, main_revision=NEW),  # main runs v2 at full: weight to main
-            C(27, main_revision=NEW, routed=50),  # the route has not followed yet
-            C(28, main_revision=NEW, routed=0),  # it has: done
+            C(5, canary_ready=1),  # the first window is not over
+            *[C(t, canary_ready=1) for t in (12, 22, 32, 42)],  # batches 1-4: too few
+            C(52, canary_ready=1),  # batch 5: the sample gate is met, but 50% needs 2 ready
+            C(53, canary_ready=2),  # now 50%
+            C(63),  # interval over, every signal passes: promoting
+            C(64, main_revision=OLD),  # main still rolling to v2: canary keeps 50%
+            C(65, main_revision=NEW, main_rolled_out=False),
+            C(66, main_revision=NEW),  # main runs v2 at full: weight to main
+            C(67, main_revision=NEW, routed=50),  # the route has not followed yet
+            C(68, main_revision=NEW, routed=0),  # it has: done
         ],
         STABLE_IDLE,
     )
@@ -151,8 +175,7 @@ def test_good_canary_goes_through_every_step_and_is_promoted() -> None:
         ("Progressing", -1, 0, 0, ["CanaryStarted"]),
         ("Progressing", -1, 0, 0, []),
         ("Progressing", 0, 10, 0, ["CanaryWeight"]),
-        ("Progressing", 0, 10, 0, []),
-        ("Progressing", 0, 10, 0, []),
+        *[("Progressing", 0, 10, 0, [])] * 6,
         ("Progressing", 1, 50, 0, ["CanaryWeight"]),
         ("Promoting", 1, 50, 0, ["CanaryPromoting"]),
         ("Promoting", 1, 50, 0, []),
@@ -161,6 +184,40 @@ def test_good_canary_goes_through_every_step_and_is_promoted() -> None:
         ("Promoting", 1, 0, 0, []),
         ("Succeeded", -1, 0, 0, ["CanaryPromoted"]),
     ]
+
+
+def _at(t: float, steps: int = 0) -> Rollout:
+    """A canary at its first step with traffic since T0 + t, no evidence yet."""
+    from sluice.policy import analysis
+
+    return Rollout(
+        phase="Progressing",
+        stable=OLD,
+        canary=NEW,
+        step=steps,
+        canary_weight=10,
+        step_started_at=T0 + t,
+        last_progress_at=T0 + t,
+        analysis=analysis.start("canary", "main", T0 + t),
+    )
+
+
+def test_promotion_needs_every_signal_to_pass_not_one_lucky_window() -> None:
+    # One window passes, the next fails: the evidence is the sum, and with noise
+    # between 1x and 4x of stable no Pass is possible: held at the last step.
+    s = spec(steps=[10])
+    r: Rollout | None = _at(0)
+    for k in range(1, 12):
+        c = good(p99=10 if k % 2 else 40)
+        o = advance(
+            s, r, World(NEW, 4, OLD, True, 1, 10, c, STABLE, window_seconds=10), T0 + 10 * k
+        )
+        r = o.rollout
+        assert r is not None and r.phase == "Progressing", (k, r and r.message)
+    assert r is not None and r.analysis is not None
+    p99 = next(v for v in r.analysis.signals if v.signal == sig.P99_LATENCY)
+    assert p99.verdict == "Inconclusive" and p99.batches == 11
+    assert "waiting for every signal to pass" in r.message
 
 
 def test_promotion_result_and_idempotence() -> None:
@@ -174,17 +231,16 @@ def test_promotion_result_and_idempotence() -> None:
     assert again.rollout == o.rollout and not again.events  # nothing changes, nothing said
 
 
-def test_slow_canary_is_rolled_back_after_failure_threshold() -> None:
+def test_slow_canary_is_rolled_back_as_soon_as_the_evidence_is_clear() -> None:
     got = drive(
         spec(),
         [
             C(0, canary=IDLE, canary_ready=1),
             C(1, canary=IDLE, canary_ready=1),
-            C(11, canary=SLOW),  # 40ms > 1.5 x 10ms: check 1 of 2 failed
-            C(15, canary=SLOW),  # interval not over
-            C(21, canary=SLOW),  # check 2 of 2: rolling back, weight 0 at once
-            C(22, canary=SLOW, routed=10),  # the route still sends 10%: canary kept
-            C(23, routed=0),  # route follows: canary removed
+            *[C(t, canary=SLOW) for t in (11, 21, 31, 41)],  # 4 batches: not yet sure
+            C(51, canary=SLOW),  # 5th: 4x slower than tolerated: rolling back, weight 0
+            C(52, canary=SLOW, routed=10),  # the route still sends 10%: canary kept
+            C(53, routed=0),  # route follows: canary removed
             C(100),  # the failed revision is not retried while the spec stays
         ],
         STABLE_IDLE,
@@ -192,34 +248,98 @@ def test_slow_canary_is_rolled_back_after_failure_threshold() -> None:
     assert got == [
         ("Progressing", -1, 0, 0, ["CanaryStarted"]),
         ("Progressing", 0, 10, 0, ["CanaryWeight"]),
-        ("Progressing", 0, 10, 1, ["CanaryCheckFailed"]),
-        ("Progressing", 0, 10, 1, []),
-        ("RollingBack", 0, 0, 2, ["CanaryRollingBack"]),
-        ("RollingBack", 0, 0, 2, []),
-        ("RolledBack", -1, 0, 2, ["CanaryRolledBack"]),
-        ("RolledBack", -1, 0, 2, []),
+        *[("Progressing", 0, 10, 0, [])] * 4,
+        ("RollingBack", 0, 0, 1, ["CanaryRollingBack"]),
+        ("RollingBack", 0, 0, 1, []),
+        ("RolledBack", -1, 0, 1, ["CanaryRolledBack"]),
+        ("RolledBack", -1, 0, 1, []),
     ]
 
 
-def test_rollback_says_why() -> None:
+def test_rollback_says_why_with_the_numbers() -> None:
     s = spec()
-    r = Rollout(
-        phase="Progressing",
-        stable=OLD,
-        canary=NEW,
-        step=0,
-        canary_weight=10,
-        failed_checks=1,
-        step_started_at=T0,
-        last_progress_at=T0,
-    )
-    w = World(spec_revision=NEW, main_replicas=4, canary=SLOW, stable=STABLE, canary_ready=1)
-    o = advance(s, r, w, T0 + 10)
+    r: Rollout | None = _at(0)
+    o = None
+    for k in range(1, 6):
+        w = World(spec_revision=NEW, main_replicas=4, canary=SLOW, stable=STABLE,
+                  canary_ready=1, window_seconds=10)  # fmt: skip
+        o = advance(s, r, w, T0 + 10 * k)
+        r = o.rollout
+    assert o is not None and o.rollout is not None and o.rollout.phase == "RollingBack"
+    msg = o.rollout.message
+    assert "p99LatencyMs Fail: 40 vs baseline 10" in msg
+    assert "tolerance 50%" in msg and "99% confidence" in msg and "requests" in msg
+    assert any(e.reason == "AnalysisVerdict" and e.type == "Warning" for e in o.events)
+    assert condition(o.rollout) == (False, "RollingBack", msg)
+
+
+def test_abort_promote_and_retry_requests_act_once_per_token() -> None:
+    s = spec()
+    r = _at(0)
+    w = World(NEW, 4, OLD, True, 1, 10, good(), STABLE, window_seconds=10)
+    o = advance(s, r, replace(w, requests={"abort": "t1"}), T0 + 1)
     assert o.rollout is not None and o.rollout.phase == "RollingBack"
-    assert "p99LatencyMs 40ms > 1.5 x stable 10ms" in o.rollout.message
-    assert "failureThreshold 2" in o.rollout.message
-    assert o.events[0].type == "Warning"
-    assert condition(o.rollout) == (False, "RollingBack", o.rollout.message)
+    assert "aborted by request" in o.rollout.message
+    assert o.rollout.handled is not None and o.rollout.handled.abort == "t1"
+    done = advance(s, o.rollout, replace(w, requests={"abort": "t1"}, routed_canary_weight=0),
+                   T0 + 2).rollout  # fmt: skip
+    assert done is not None and done.phase == "RolledBack"
+    # The same token again does nothing; a retry token starts the revision again.
+    again = advance(s, done, replace(w, requests={"abort": "t1"}), T0 + 3)
+    assert again.rollout == done and not again.events
+    retried = advance(s, done, replace(w, requests={"abort": "t1", "retry": "r1"}), T0 + 4)
+    assert retried.rollout is not None and retried.rollout.phase == "Progressing"
+    assert [e.reason for e in retried.events] == ["CanaryStarted"]
+    # promote skips the remaining steps and the analysis
+    p = advance(s, _at(0), replace(w, requests={"promote": "p1"}), T0 + 1)
+    assert p.rollout is not None and p.rollout.phase == "Promoting"
+    # a request that does not apply is acknowledged with a Warning, not kept pending
+    ig = advance(s, STABLE_IDLE, replace(w, spec_revision=OLD, requests={"promote": "p2"}), T0)
+    assert [e.reason for e in ig.events] == ["RequestIgnored"]
+    assert ig.rollout is not None and ig.rollout.handled is not None
+    assert ig.rollout.handled.promote == "p2"
+
+
+def test_paused_holds_the_weight_and_the_deadline_but_not_a_rollback() -> None:
+    s = spec(paused=True)
+    r: Rollout | None = _at(0)
+    for k in range(1, 40):  # far past the 5m deadline and the interval
+        w = World(NEW, 4, OLD, True, 2, 10, good(), STABLE, window_seconds=10)
+        o = advance(s, r, w, T0 + 10 * k)
+        r = o.rollout
+        assert r is not None and (r.phase, r.canary_weight, r.paused) == ("Progressing", 10, True)
+    assert "paused" in r.message
+    # resumed: moves on at once (the evidence accumulated while paused counts)
+    o = advance(spec(), r, World(NEW, 4, OLD, True, 2, 10, good(), STABLE, window_seconds=10),
+                T0 + 400)  # fmt: skip
+    assert o.rollout is not None and o.rollout.canary_weight == 50 and not o.rollout.paused
+    # a clear regression still rolls back while paused
+    r = _at(0)
+    for k in range(1, 6):
+        o = advance(s, r, World(NEW, 4, OLD, True, 2, 10, SLOW, STABLE, window_seconds=10),
+                    T0 + 10 * k)  # fmt: skip
+        r = o.rollout
+    assert r is not None and r.phase == "RollingBack"
+
+
+def test_with_a_baseline_the_canary_waits_for_it_and_is_compared_with_it() -> None:
+    s = spec(baseline=True)
+    w = World(NEW, 4, OLD, True, canary_ready=1, canary=good(), stable=SLOW, baseline={},
+              baseline_ready=0, window_seconds=10)  # fmt: skip
+    r = Rollout(phase="Progressing", stable=OLD, canary=NEW, step_started_at=T0,
+                last_progress_at=T0)  # fmt: skip
+    o = advance(s, r, w, T0 + 1)
+    assert o.rollout is not None and o.rollout.canary_weight == 0
+    assert "baseline" in o.rollout.message
+    w = replace(w, baseline_ready=1, baseline=good())
+    o = advance(s, r, w, T0 + 2)
+    assert o.rollout is not None and o.rollout.canary_weight == 10
+    assert o.rollout.analysis is not None and o.rollout.analysis.baseline == "baseline"
+    # compared with the baseline (same readings: passes), not with main (4x slower)
+    r2: Rollout | None = o.rollout
+    for k in range(1, 7):
+        r2 = advance(s, r2, w, T0 + 2 + 10 * k).rollout
+    assert r2 is not None and r2.analysis is not None and r2.analysis.verdict == "Pass"
 
 
 def test_a_new_spec_after_rollback_starts_a_new_canary() -> None:
@@ -352,7 +472,7 @@ def test_restart_continues_from_status() -> None:
         last_progress_at=T0,
         message="x",
     )
-    restored = Rollout.from_status(r.to_status())
+    restored = unwire(wire(r))
     assert restored == r
     w = World(spec_revision=NEW, main_replicas=4, canary=good(), stable=STABLE, canary_ready=2)
     assert advance(s, r, w, T0 + 10) == advance(s, restored, w, T0 + 10)
@@ -362,20 +482,19 @@ def test_restart_continues_from_status() -> None:
 
 
 def test_plan_keeps_main_on_stable_until_promotion() -> None:
-    from sluice.reconcile.desired import rollout_state  # the same mapping the shell uses
-
     s = spec(version=2)
-    main = lambda st: plan(s, rollout_state({"rollout": st}), Observed())[0]  # noqa: E731
+    # Through the serialised status: the same parsing the shell uses.
+    main = lambda r: plan(s, unwire(wire(r)), Observed())[0]  # noqa: E731
     # A version change before the control loop started the canary: main waits.
-    assert main(Rollout(phase="Idle", stable=OLD).to_status()).version == 1
+    assert main(Rollout(phase="Idle", stable=OLD)).version == 1
     # Rolled back: the failed version never reaches main.
-    assert main(Rollout(phase="RolledBack", stable=OLD, canary=NEW).to_status()).version == 1
+    assert main(Rollout(phase="RolledBack", stable=OLD, canary=NEW)).version == 1
     progressing = Rollout(phase="Progressing", stable=OLD, canary=NEW, canary_weight=10)
-    assert main(progressing.to_status()).version == 1
+    assert main(progressing).version == 1
     promoting = replace(progressing, phase="Promoting")
-    assert main(promoting.to_status()).version == 2
+    assert main(promoting).version == 2
     rolling_back = replace(progressing, phase="RollingBack", canary_weight=0)
-    vs = plan(s, rollout_state({"rollout": rolling_back.to_status()}), Observed())
+    vs = plan(s, unwire(wire(rolling_back)), Observed())
     assert [(v.name, v.version, v.weight) for v in vs] == [("main", 1, 100), ("canary", 2, 0)]
     # No stable yet (first deploy): the spec.
     assert main(None).version == 2
@@ -383,10 +502,8 @@ def test_plan_keeps_main_on_stable_until_promotion() -> None:
 
 def test_rolling_strategy_ignores_a_leftover_rollout() -> None:
     s = parse_spec({"model": {"name": "m", "repository": "s3://b/p", "version": 2}})
-    st = Rollout(phase="Progressing", stable=OLD, canary=NEW, canary_weight=10).to_status()
-    from sluice.reconcile.desired import rollout_state
-
-    vs = plan(s, rollout_state({"rollout": st}), Observed())
+    st = wire(Rollout(phase="Progressing", stable=OLD, canary=NEW, canary_weight=10))
+    vs = plan(s, unwire(st), Observed())
     assert [(v.name, v.version, v.weight) for v in vs] == [("main", 2, 100)]
 
 
@@ -404,6 +521,45 @@ def test_rolling_strategy_ignores_a_leftover_rollout() -> None:
 def test_ready_pods_of_the_current_template_are_counted_conservatively(
     status: dict[str, int], generation: int, expected: int
 ) -> None:
-    from sluice.reconcile.control import current_ready
+    from sluice.reconcile.deployments import observe
 
-    assert current_ready({"metadata": {"generation": generation}, "status": status}) == expected
+    dep = {"metadata": {"name": "x-canary", "generation": generation}, "status": status}
+    assert observe(dep).current_ready == expected
+
+
+# ------------------------------------- through the whole per-service decision
+
+
+def test_the_service_decision_starts_a_canary_and_gives_it_traffic_once_seen() -> None:
+    from tests.support.decide import cycle, deployment
+
+    def obs(canary: dict[str, Reading] | None) -> sig.Observations:
+        by: dict[str, dict[sig.Key, Reading]] = {s: {} for s in sig.SIGNALS}
+        for variant, readings in (("main", STABLE), ("canary", canary or {})):
+            for signal, r in readings.items():
+                by[signal][("ns", "x", variant)] = r
+        return sig.Observations(by)
+
+    v1, v2 = spec(version=1), spec(version=2)
+    main = {"main": deployment("main", 4, 4, version=1, image="triton:24.10")}
+    st, ev = cycle(v1, {}, obs(None), main, T0)
+    assert st is not None and st["rollout"]["phase"] == "Idle" and ev == []
+    assert st["rollout"]["stable"] == {"version": 1, "image": "triton:24.10"}
+    # The spec moves to version 2: a canary starts beside the stable version.
+    st, ev = cycle(v2, st, obs(None), main, T0 + 1)
+    assert st is not None and [e.reason for e in ev] == ["CanaryStarted"]
+    assert (st["rollout"]["phase"], st["rollout"]["canaryWeight"]) == ("Progressing", 0)
+    # Ready, but not seen by Prometheus yet: no traffic, the metrics condition says
+    # why, and no write without news.
+    deps = {**main, "canary": deployment("canary", 1, 1, version=2, image="triton:24.10")}
+    st, ev = cycle(v2, st, obs(None), deps, T0 + 2)
+    assert st is not None and [e.reason for e in ev] == ["MetricsUnavailable"]
+    assert st["rollout"]["canaryWeight"] == 0
+    assert "not observed yet" in st["rollout"]["message"]
+    assert cycle(v2, st, obs(None), deps, T0 + 3) == (None, [])
+    # Seen: its first share.
+    st, ev = cycle(v2, st, obs(good()), deps, T0 + 4)
+    assert st is not None and [e.reason for e in ev] == ["CanaryWeight", "MetricsAvailable"]
+    assert st["rollout"]["canaryWeight"] == 10
+    cond = {c["type"]: c for c in st["conditions"]}["Canary"]
+    assert (cond["status"], cond["reason"]) == ("True", "Progressing")

@@ -175,7 +175,7 @@ EXPECTED_RULES = [
     {"apiGroups": [""], "resources": ["services"], "verbs": OWN},
     {"apiGroups": ["gateway.networking.k8s.io"], "resources": ["httproutes"], "verbs": OWN},
     {"apiGroups": ["monitoring.coreos.com"], "resources": ["podmonitors"], "verbs": OWN},
-    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list"]},
+    {"apiGroups": [""], "resources": ["pods"], "verbs": ["list", "watch"]},
     {"apiGroups": [""], "resources": ["events"], "verbs": ["create"]},
 ]
 CRD_WATCH = {

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from sluice.api.v1alpha1 import parse_spec
-from sluice.policy.plan import Observed, Revision, RolloutState, canary_replicas, plan
+from sluice.api.v1alpha1 import RolloutStatus, parse_spec
+from sluice.policy.plan import Observed, Revision, canary_replicas, plan
 
 
 def spec(**over: Any):
@@ -65,18 +65,47 @@ def test_autoscaler_decision_is_clamped_and_only_used_in_auto_mode() -> None:
 
 def test_canary_in_flight_serves_stable_on_main_and_sizes_canary_ahead() -> None:
     s = spec(replicas=4, router={"gateway": {"name": "gw"}}, rollout={"strategy": "Canary"})
-    r = RolloutState(
+    r = RolloutStatus(
         phase="Progressing",
         stable=Revision(1, "img:old"),
         canary=Revision(2, "img:new"),
         canary_weight=10,
     )
-    vs = plan(s, r, Observed(ready={"main": 4, "canary": 1}))
-    main, canary = vs
-    assert (main.version, main.image, main.weight) == (1, "img:old", 90)
+    vs = plan(s, r, Observed(ready={"main": 4, "canary": 1, "baseline": 1}))
+    main, canary, baseline = vs
+    assert (main.version, main.image, main.weight) == (1, "img:old", 80)
     assert (canary.version, canary.image, canary.weight) == (2, "img:new", 10)
     # Sized for the next step (25%) before it gets that weight.
     assert canary.replicas == canary_replicas(4, 25) == 1
+    # The baseline: the stable revision with the canary's replicas and share.
+    assert (baseline.name, baseline.version, baseline.image) == ("baseline", 1, "img:old")
+    assert (baseline.replicas, baseline.weight) == (canary.replicas, canary.weight)
+
+
+def test_without_a_baseline_the_canary_is_beside_main_only() -> None:
+    s = spec(
+        replicas=4,
+        router={"gateway": {"name": "gw"}},
+        rollout={"strategy": "Canary", "baseline": False},
+    )
+    r = RolloutStatus(
+        phase="Progressing", stable=Revision(1, "o"), canary=Revision(2, "n"), canary_weight=10
+    )
+    assert [(v.name, v.weight) for v in plan(s, r, Observed(ready={"main": 4, "canary": 1}))] == [
+        ("main", 90),
+        ("canary", 10),
+    ]
+
+
+def test_a_canary_and_its_baseline_get_traffic_together_or_not_at_all() -> None:
+    s = spec(replicas=4, router={"gateway": {"name": "gw"}}, rollout={"strategy": "Canary"})
+    r = RolloutStatus(
+        phase="Progressing", stable=Revision(1, "o"), canary=Revision(2, "n"), canary_weight=50
+    )
+    both = plan(s, r, Observed(ready={"main": 4, "canary": 2, "baseline": 2}))
+    assert [(v.name, v.weight) for v in both] == [("main", 0), ("canary", 50), ("baseline", 50)]
+    one = plan(s, r, Observed(ready={"main": 4, "canary": 2, "baseline": 0}))
+    assert [(v.name, v.weight) for v in one] == [("main", 100), ("canary", 0), ("baseline", 0)]
 
 
 def test_canary_replicas_round_up_and_never_zero() -> None:

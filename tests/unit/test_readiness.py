@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from sluice.policy.readiness import DeploymentState, pod_problems, served_status, set_condition
+from sluice.api.v1alpha1 import InferenceServiceStatus
+from sluice.policy.readiness import DeploymentState, pod_problems, served_status
 from sluice.render.plan import Variant
 
-NOW = "2026-11-23T08:00:00Z"
+NOW = 1_795_420_800.0  # 2026-11-23T08:00:00Z
 
 
 def status(states: dict[str, DeploymentState], problems: dict[str, str] | None = None) -> dict:
     return served_status(
-        {},
+        InferenceServiceStatus(),
         model="m",
         variants=[Variant("main", 3, "img", "s3://b", 2, 100)],
         states=states,
@@ -21,7 +22,7 @@ def status(states: dict[str, DeploymentState], problems: dict[str, str] | None =
         rollout_in_flight=False,
         now=NOW,
         problems=problems,
-    )
+    ).to_dict()
 
 
 def cond(st: dict, type_: str) -> dict:
@@ -59,11 +60,12 @@ def test_stale_deployment_is_not_ready() -> None:
 
 
 def test_transition_time_kept_while_status_unchanged() -> None:
-    c1 = set_condition([], "Ready", True, "Serving", "a", "t1")
-    c2 = set_condition(c1, "Ready", True, "Serving", "b", "t2")
-    c3 = set_condition(c2, "Ready", False, "RollingOut", "c", "t3")
-    assert c2[0]["lastTransitionTime"] == "t1" and c2[0]["message"] == "b"
-    assert c3[0]["lastTransitionTime"] == "t3"
+    t1, t2, t3 = NOW, NOW + 1, NOW + 2
+    c1 = InferenceServiceStatus().with_condition("Ready", True, "Serving", "a", t1)
+    c2 = c1.with_condition("Ready", True, "Serving", "b", t2)
+    c3 = c2.with_condition("Ready", False, "RollingOut", "c", t3)
+    assert c2.conditions[0].last_transition_time == t1 and c2.conditions[0].message == "b"
+    assert c3.conditions[0].last_transition_time == t3
 
 
 def test_pod_problems_reads_unschedulable_and_waiting_reasons() -> None:
@@ -98,3 +100,100 @@ def test_pod_problems_reads_unschedulable_and_waiting_reasons() -> None:
         "main": 'pod a unschedulable: persistentvolumeclaim "x" not found',
         "canary": "pod b ImagePullBackOff: no such image",
     }
+
+
+# ------------------------------------------- what Kubernetes already says
+
+
+def test_replica_failure_is_in_the_ready_message_of_its_variant() -> None:
+    from sluice.policy.readiness import deployment_problem
+
+    problem = deployment_problem(
+        [
+            {"type": "Available", "status": "False", "reason": "MinimumReplicasUnavailable"},
+            {
+                "type": "ReplicaFailure",
+                "status": "True",
+                "reason": "FailedCreate",
+                "message": 'pods "m-main-5d" is forbidden: error looking up service account '
+                'ns/triton: serviceaccount "triton" not found',
+            },
+        ]
+    )
+    assert problem is not None
+    st = status({"main": DeploymentState("m-main", "main", 2, 0, 0, 0, True, 3, problem=problem)})
+    msg = cond(st, "Ready")["message"]
+    assert "main 0/2 ready (version 3): ReplicaFailure (FailedCreate): " in msg
+    assert 'serviceaccount "triton" not found' in msg
+
+
+def test_progress_deadline_exceeded_is_reported() -> None:
+    from sluice.policy.readiness import deployment_problem
+
+    conds = [
+        {
+            "type": "Progressing",
+            "status": "False",
+            "reason": "ProgressDeadlineExceeded",
+            "message": 'ReplicaSet "m-main-5d" has timed out progressing.',
+        }
+    ]
+    assert deployment_problem(conds) == (
+        'ProgressDeadlineExceeded: ReplicaSet "m-main-5d" has timed out progressing.'
+    )
+    healthy = [{"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"}]
+    assert deployment_problem(healthy) is None
+
+
+def test_deployment_and_pod_problems_are_both_shown() -> None:
+    st = status(
+        {
+            "main": DeploymentState(
+                "m-main", "main", 2, 1, 2, 1, True, 3, problem="ReplicaFailure x"
+            )
+        },
+        {"main": "pod m-main-y ImagePullBackOff: back-off pulling image"},
+    )
+    assert "ReplicaFailure x; pod m-main-y ImagePullBackOff" in cond(st, "Ready")["message"]
+
+
+def _pod(name: str, **status: object) -> dict:
+    return {"metadata": {"name": name, "labels": {"v": "main"}}, "status": status}
+
+
+def test_stuck_containers_are_named_with_their_reason_and_last_exit() -> None:
+    crash = _pod(
+        "p1",
+        containerStatuses=[
+            {
+                "state": {"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 40s"}},
+                "lastState": {"terminated": {"exitCode": 1, "reason": "Error"}},
+            }
+        ],
+    )
+    assert pod_problems([crash], "v") == {
+        "main": "pod p1 CrashLoopBackOff: back-off 40s (last exit code 1, Error)"
+    }
+    secret = _pod(
+        "p2",
+        containerStatuses=[
+            {
+                "state": {
+                    "waiting": {
+                        "reason": "CreateContainerConfigError",
+                        "message": 'secret "s3-creds" not found',
+                    }
+                }
+            }
+        ],
+    )
+    assert pod_problems([secret], "v") == {
+        "main": 'pod p2 CreateContainerConfigError: secret "s3-creds" not found'
+    }
+    for reason in ("ImagePullBackOff", "ErrImagePull", "InvalidImageName"):
+        p = _pod("p3", containerStatuses=[{"state": {"waiting": {"reason": reason}}}])
+        assert pod_problems([p], "v") == {"main": f"pod p3 {reason}"}
+    loading = _pod(
+        "p4", containerStatuses=[{"state": {"waiting": {"reason": "ContainerCreating"}}}]
+    )
+    assert pod_problems([loading], "v") == {}

@@ -151,14 +151,10 @@ def test_user_affinity_terms_each_get_the_product_constraint() -> None:
         keys = [e["key"] for e in t["matchExpressions"]]
         assert keys == ["zone", "nvidia.com/gpu.product"]
     # The parsed spec itself is not mutated by rendering.
-    assert (
-        len(
-            s.pod_template.affinity["nodeAffinity"][
-                "requiredDuringSchedulingIgnoredDuringExecution"
-            ]["nodeSelectorTerms"][0]["matchExpressions"]
-        )
-        == 1
-    )
+    node = s.pod_template.affinity.node_affinity
+    assert node is not None and node.required_during_scheduling_ignored_during_execution
+    required = node.required_during_scheduling_ignored_during_execution
+    assert len(required.node_selector_terms[0].match_expressions) == 1
 
 
 def test_labels_selector_owner_and_rollout_strategy() -> None:

@@ -3,8 +3,8 @@
 Each case feeds a sequence of cycles (time, request rate, target-metric
 reading, ready, starting pods) through :func:`decide`, carrying status from one
 cycle to the next the way the shell does (status.scaling round-trips through
-``to_status``/``from_status``; in Auto mode the plan then runs the decided
-replicas). The expected column is (desired replicas, code) per cycle.
+its wire form, ``InferenceServiceStatus.to_dict``/``from_dict``; in Auto mode
+the plan then runs the decided replicas). The expected column is (desired replicas, code) per cycle.
 """
 
 from __future__ import annotations
@@ -14,16 +14,19 @@ from typing import Any
 
 import pytest
 
-from sluice.api.v1alpha1 import parse_spec
+from sluice.api.v1alpha1 import InferenceServiceStatus, ScalingStatus, Signals, parse_spec
 from sluice.policy import signals as sig
 from sluice.policy.scaling import Decision, Previous, ScaleInput, decide, significant
 from sluice.policy.signals import Reading
+from tests.support.decide import cycle, deployment
 
 T0 = 1_800_000_000.0
 
 
 def scaling(**over: Any):
+    # These cases are the Proportional policy's; policy Demand has its own tests.
     base: dict[str, Any] = {
+        "policy": "Proportional",
         "minReplicas": 1,
         "maxReplicas": 8,
         "target": {"metric": "p99LatencyMs", "value": 100},
@@ -55,9 +58,15 @@ class Cycle:
     hold_down: str | None = None
 
 
+def wire(entry: ScalingStatus) -> ScalingStatus:
+    """status.scaling through the apiserver and back."""
+    back = InferenceServiceStatus.from_dict(InferenceServiceStatus(scaling=(entry,)).to_dict())
+    return back.scaling[0]
+
+
 def run(spec: Any, cycles: list[Cycle], current: int) -> list[tuple[int, str]]:
     """Feed the cycles through decide(), carrying status like the shell does."""
-    entry: dict[str, Any] | None = None
+    entry: ScalingStatus | None = None
     out: list[tuple[int, str]] = []
     for c in cycles:
         d = decide(
@@ -73,7 +82,7 @@ def run(spec: Any, cycles: list[Cycle], current: int) -> list[tuple[int, str]]:
             ),
             T0 + c.t,
         )
-        entry = d.to_status()
+        entry = wire(d.to_status())
         if d.applied:
             current = d.desired
         out.append((d.desired, d.code))
@@ -234,7 +243,7 @@ def test_sequences(name: str) -> None:
 def test_observe_mode_reports_without_applying_and_without_churn() -> None:
     spec = scaling(mode="Observe")
     cycles = [Cycle(t, V(50), V(300)) for t in (0, 1, 2, 3)]
-    entry: dict[str, Any] | None = None
+    entry: ScalingStatus | None = None
     decisions: list[Decision] = []
     for c in cycles:
         d = decide(
@@ -250,8 +259,8 @@ def test_observe_mode_reports_without_applying_and_without_churn() -> None:
         )
         if entry is not None:
             # After the first recommendation nothing that matters changes.
-            assert significant(d.to_status()) == significant(entry)
-        entry = d.to_status()
+            assert significant(wire(d.to_status())) == significant(entry)
+        entry = wire(d.to_status())
         decisions.append(d)
     assert all(not d.applied and d.desired == 6 and d.current == 2 for d in decisions)
     assert "would scale 2 -> 6" in decisions[0].reason
@@ -269,7 +278,9 @@ def test_status_records_what_was_observed_the_target_and_why() -> None:
         ),
         T0,
     )
-    st = d.to_status({"requestRate": 12})
+    st = InferenceServiceStatus(scaling=(d.to_status(Signals(request_rate=12)),)).to_dict()[
+        "scaling"
+    ][0]
     assert st["variant"] == "canary"
     assert (st["currentReplicas"], st["desiredReplicas"], st["applied"]) == (1, 3, True)
     assert (st["metric"], st["observed"], st["target"]) == ("p99LatencyMs", 250, 100)
@@ -317,34 +328,7 @@ def test_other_target_metrics() -> None:
     assert (d.desired, d.metric, d.observed) == (4, "queueTimeMs", 20)
 
 
-# ------------------------------------------- through the shell's status writes
-
-
-def control():
-    from sluice.reconcile.control import Controller
-
-    config = {"signals_refresh": 60, "prometheus_url": "http://127.0.0.1:9"}  # never asked
-    return Controller(None, None, [], config)  # type: ignore[arg-type]
-
-
-def deployment(variant: str, replicas: int, ready: int, version: int = 1) -> dict[str, Any]:
-    return {
-        "metadata": {
-            "name": f"x-{variant}",
-            "generation": 1,
-            "labels": {"sluice.dev/variant": variant, "sluice.dev/model-version": str(version)},
-        },
-        "spec": {
-            "replicas": replicas,
-            "template": {"spec": {"containers": [{"name": "triton", "image": "img"}]}},
-        },
-        "status": {
-            "observedGeneration": 1,
-            "readyReplicas": ready,
-            "updatedReplicas": replicas,
-            "availableReplicas": ready,
-        },
-    }
+# ------------------- the whole per-service decision, through its status writes
 
 
 def observations(rate: float, p99: float) -> sig.Observations:
@@ -370,6 +354,7 @@ def service(mode: str = "Auto"):
             "replicas": 1,
             "scaling": {
                 "mode": mode,
+                "policy": "Proportional",
                 "maxReplicas": 4,
                 "target": {"value": 100},
                 "scaleUp": {"maxStep": 1},
@@ -379,9 +364,9 @@ def service(mode: str = "Auto"):
 
 
 def test_an_event_for_each_change_of_replicas_and_none_while_nothing_changes() -> None:
-    c, spec = control(), service()
+    spec = service()
     hot = observations(50, 300)
-    st1, ev1 = c.decide(("ns", "x"), spec, {}, 1, hot, {"main": deployment("main", 1, 1)}, [], T0)
+    st1, ev1 = cycle(spec, {}, hot, {"main": deployment("main", 1, 1)}, T0)
     assert st1 is not None
     assert [e.reason for e in ev1] == ["ScaledUp"]
     assert "1 -> 2" in ev1[0].message and "p99LatencyMs 300ms" in ev1[0].message
@@ -390,38 +375,38 @@ def test_an_event_for_each_change_of_replicas_and_none_while_nothing_changes() -
     assert st1["signals"][0]["p99LatencyMs"] == 300
     # The new replica is not ready yet: warming up, no change, no event, no write.
     deps = {"main": deployment("main", 2, 1)}
-    st2, ev2 = c.decide(("ns", "x"), spec, st1, 1, hot, deps, [], T0 + 1)
+    st2, ev2 = cycle(spec, st1, hot, deps, T0 + 1)
     assert st2 is not None and st2["scaling"][0]["reason"].startswith("WarmingUp")
     assert ev2 == []
-    st3, ev3 = c.decide(("ns", "x"), spec, st2, 1, observations(50, 310), deps, [], T0 + 2)
+    st3, ev3 = cycle(spec, st2, observations(50, 310), deps, T0 + 2)
     assert (st3, ev3) == (None, [])  # observed values moved; nothing that matters did
 
 
 def test_observe_mode_says_it_once() -> None:
-    c, spec = control(), service("Observe")
+    spec = service("Observe")
     hot = observations(50, 300)
     deps = {"main": deployment("main", 1, 1)}
-    st, ev = c.decide(("ns", "x"), spec, {}, 1, hot, deps, [], T0)
+    st, ev = cycle(spec, {}, hot, deps, T0)
     assert st is not None and [e.reason for e in ev] == ["ScaleRecommended"]
     assert st["scaling"][0]["applied"] is False
     for t in (1, 2, 3):
-        again, ev = c.decide(("ns", "x"), spec, st, 1, hot, deps, [], T0 + t)
+        again, ev = cycle(spec, st, hot, deps, T0 + t)
         assert (again, ev) == (None, [])
 
 
 def test_missing_data_sets_the_condition_once_and_says_why() -> None:
-    c, spec = control(), service()
+    spec = service()
     deps = {"main": deployment("main", 3, 3)}
     down = sig.Observations(
         dict.fromkeys(sig.SIGNALS, sig.error("Prometheus at http://p:9090 is unreachable"))
     )
     # Scaled to 3 at peak; then the data goes away.
     scaled = {"scaling": [{"variant": "main", "desiredReplicas": 3, "applied": True}]}
-    st, ev = c.decide(("ns", "x"), spec, scaled, 1, down, deps, [], T0)
+    st, ev = cycle(spec, scaled, down, deps, T0)
     assert st is not None
     cond = next(x for x in st["conditions"] if x["type"] == "MetricsAvailable")
     assert (cond["status"], cond["reason"]) == ("False", "QueryFailed")
     assert "main requestRate: error (Prometheus at http://p:9090 is unreachable)" in cond["message"]
     assert [e.reason for e in ev] == ["MetricsUnavailable"]
     assert st["scaling"][0]["desiredReplicas"] == 3  # held, never the minimum (keda#3065)
-    assert c.decide(("ns", "x"), spec, st, 1, down, deps, [], T0 + 5) == (None, [])
+    assert cycle(spec, st, down, deps, T0 + 5) == (None, [])

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import pytest
 
+from sluice.api.schema import to_dict
 from sluice.policy import signals as sig
+from sluice.policy.control import ControlConfig
+from sluice.policy.readiness import DeploymentState
 from sluice.policy.signals import QueryAnswer, Reading
+from tests.support.decide import cycle, deployment
 
 
 @pytest.mark.parametrize(
@@ -122,15 +126,16 @@ def test_custom_template_placeholders_are_textual() -> None:
 
 
 def test_status_lists_values_and_says_why_the_others_are_missing() -> None:
-    st = sig.to_status(
+    typed = sig.to_status(
         {
             sig.REQUEST_RATE: sig.value(12.345678),
             sig.ERROR_RATE: sig.not_a_number("NaN"),
             sig.P99_LATENCY: sig.error("Prometheus at http://p:9090 is unreachable"),
         },
-        "2026-01-01T00:00:00.000Z",
+        sig.parse_time("2026-01-01T00:00:00.000Z") or 0,
         "main",
     )
+    st = to_dict(typed, omit_empty=True)
     assert st == {
         "variant": "main",
         "requestRate": 12.35,
@@ -180,23 +185,13 @@ def ab_observations(p99_main: float, p99_b: float) -> sig.Observations:
     )
 
 
-def ready_deployments() -> dict[str, dict[str, object]]:
-    def dep(variant: str) -> dict[str, object]:
-        return {
-            "metadata": {"name": f"x-{variant}", "labels": {"sluice.dev/variant": variant}},
-            "spec": {"replicas": 1},
-            "status": {"readyReplicas": 1, "updatedReplicas": 1},
-        }
-
-    return {"main": dep("main"), "b": dep("b")}
+def ready_deployments() -> dict[str, DeploymentState]:
+    return {v: deployment(v, 1, 1, version=None, image=None) for v in ("main", "b")}
 
 
 def test_ab_variants_are_compared_side_by_side_and_weights_left_alone() -> None:
-    from sluice.reconcile.control import Controller
-
-    c = Controller(None, None, [], {"prometheus_url": "http://127.0.0.1:9"})  # type: ignore[arg-type]
     spec, deps = ab_spec(), ready_deployments()
-    st, events = c.decide(("ns", "x"), spec, {}, 1, ab_observations(12, 30), deps, [], T0)
+    st, events = cycle(spec, {}, ab_observations(12, 30), deps, T0)
     assert st is not None and events == []
     rows = {r["variant"]: r for r in st["signals"]}
     assert rows["main"]["requestRate"] == 40 and rows["b"]["requestRate"] == 10
@@ -206,27 +201,19 @@ def test_ab_variants_are_compared_side_by_side_and_weights_left_alone() -> None:
     cond = {x["type"]: x for x in st["conditions"]}["MetricsAvailable"]
     assert cond["status"] == "True"
     # Same shape, moved values: not rewritten within the refresh period, then rewritten.
-    assert c.decide(("ns", "x"), spec, st, 1, ab_observations(13, 31), deps, [], T0 + 5) == (
-        None,
-        [],
-    )
-    later, _ = c.decide(("ns", "x"), spec, st, 1, ab_observations(13, 31), deps, [], T0 + 61)
+    assert cycle(spec, st, ab_observations(13, 31), deps, T0 + 5) == (None, [])
+    later, _ = cycle(spec, st, ab_observations(13, 31), deps, T0 + 61)
     assert later is not None
     assert {r["variant"]: r["p99LatencyMs"] for r in later["signals"]} == {"main": 13, "b": 31}
 
 
 def test_without_prometheus_the_condition_says_so_once() -> None:
-    from sluice.reconcile.control import Controller
-
-    c = Controller(None, None, [], {})  # type: ignore[arg-type]
     spec = ab_spec()
-    obs = c.observe([({"metadata": {"namespace": "ns", "name": "x"}}, spec)])[("ns", "x")]
-    st, events = c.decide(("ns", "x"), spec, {}, 1, obs, ready_deployments(), [], T0)
+    obs = sig.not_configured()  # what the shell observes without a Prometheus
+    unconfigured = ControlConfig(prometheus_configured=False)
+    st, events = cycle(spec, {}, obs, ready_deployments(), T0, config=unconfigured)
     assert st is not None
     cond = {x["type"]: x for x in st["conditions"]}["MetricsAvailable"]
     assert (cond["status"], cond["reason"]) == ("False", "PrometheusNotConfigured")
     assert [e.reason for e in events] == ["MetricsUnavailable"]
-    assert c.decide(("ns", "x"), spec, st, 1, obs, ready_deployments(), [], T0 + 300) == (
-        None,
-        [],
-    )
+    assert cycle(spec, st, obs, ready_deployments(), T0 + 300, config=unconfigured) == (None, [])

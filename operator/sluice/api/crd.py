@@ -75,7 +75,7 @@ def crd() -> dict[str, Any]:
                             "rollouts, all from this one resource.",
                             "required": ["spec"],
                             "x-kubernetes-validations": [
-                                {"rule": api.NAME_RULE.cel, "message": api.NAME_RULE.message}
+                                {"rule": r.cel, "message": r.message} for r in api.NAME_RULES
                             ],
                             "properties": {
                                 "apiVersion": {"type": "string"},

@@ -21,6 +21,8 @@ same table to a real apiserver.
 from __future__ import annotations
 
 import dataclasses
+import datetime as dt
+import functools
 import re
 import types
 import typing
@@ -50,6 +52,11 @@ class Rule:
     check: Callable[[Any], bool]
     # The CEL rule's fieldPath (relative to the object), if it points at one field.
     field_path: str | None = None
+    # Offline only: what exactly broke the rule, appended to the message.
+    detail: Callable[[Any], str] | None = None
+
+    def error(self, value: Any) -> str:
+        return f"{self.message}: {self.detail(value)}" if self.detail else self.message
 
 
 def camel(name: str) -> str:
@@ -69,12 +76,18 @@ def spec_field(
     min_items: int | None = None,
     max_items: int | None = None,
     max_length: int | None = None,
+    min_length: int | None = None,
+    max_properties: int | None = None,
+    value_pattern: str | None = None,
+    value_max_length: int | None = None,
+    rules: tuple[Rule, ...] = (),
     int_or_string: bool = False,
     preserve_unknown: bool = False,
     list_type: str | None = None,
     list_map_keys: tuple[str, ...] | None = None,
     json_name: str | None = None,
     schema_default: Any = MISSING,
+    timestamp: bool = False,
 ) -> Any:
     """Declare a field with everything both the parser and the CRD need.
 
@@ -82,6 +95,17 @@ def spec_field(
     nothing, on purpose: an apiserver-side default rewrites the user's object,
     which Argo CD then shows as drift (KServe's defaulting webhook: kserve#2232).
     Defaults live in the parser and in ``status``.
+
+    ``rules`` are field-level rules: CEL with ``self`` bound to the field's value
+    (placed in the field's own ``x-kubernetes-validations``, so the apiserver's
+    message names the field) and a Python twin called with the parsed value.
+    ``value_pattern``/``value_max_length`` bound the values of a map field;
+    for a list field, ``pattern``, ``min_length`` and ``max_length`` apply to
+    each item.
+
+    ``timestamp`` marks a ``float`` field that holds epoch seconds in Python and
+    an RFC 3339 string on the wire (:func:`format_time`): the one timestamp
+    format of status.
     """
     meta: dict[str, Any] = {
         "description": description,
@@ -92,12 +116,18 @@ def spec_field(
         "min_items": min_items,
         "max_items": max_items,
         "max_length": max_length,
+        "min_length": min_length,
+        "max_properties": max_properties,
+        "value_pattern": value_pattern,
+        "value_max_length": value_max_length,
+        "rules": tuple(rules),
         "int_or_string": int_or_string,
         "preserve_unknown": preserve_unknown,
         "list_type": list_type,
         "list_map_keys": list_map_keys,
         "json_name": json_name,
         "schema_default": schema_default,
+        "timestamp": timestamp,
     }
     kwargs: dict[str, Any] = {"metadata": meta}
     if default is not MISSING:
@@ -124,7 +154,13 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
     return tp, False
 
 
-def _hints(cls: type) -> dict[str, Any]:
+def _hints(cls: Any) -> dict[str, Any]:
+    return _cached_hints(cls)
+
+
+@functools.cache
+def _cached_hints(cls: Any) -> dict[str, Any]:
+    # Resolving annotations is most of a status load's time: once per class.
     return typing.get_type_hints(cls)
 
 
@@ -146,7 +182,11 @@ def parse(cls: type[T], data: Any, path: str = "") -> T:
     for jname, f in known.items():
         fpath = f"{path}.{jname}" if path else jname
         if jname in data and data[jname] is not None:
-            values[f.name] = _parse_value(hints[f.name], data[jname], fpath, f.metadata)
+            value = _parse_value(hints[f.name], data[jname], fpath, f.metadata)
+            for rule in f.metadata.get("rules") or ():
+                if not rule.check(value):
+                    raise SpecError(fpath, rule.error(value))
+            values[f.name] = value
         elif f.default is MISSING and f.default_factory is MISSING:
             raise SpecError(fpath, "is required")
     obj = cls(**values)
@@ -157,7 +197,7 @@ def parse(cls: type[T], data: Any, path: str = "") -> T:
                 if rule.field_path and path
                 else (rule.field_path or path)
             )
-            raise SpecError(where, rule.message)
+            raise SpecError(where, rule.error(obj))
     return obj
 
 
@@ -174,16 +214,21 @@ def _parse_value(tp: Any, value: Any, path: str, meta: Mapping[str, Any]) -> Any
             raise SpecError(path, f"must have at least {meta['min_items']} item(s)")
         if meta.get("max_items") is not None and len(value) > meta["max_items"]:
             raise SpecError(path, f"must have at most {meta['max_items']} item(s)")
-        item_meta = {k: v for k, v in meta.items() if k in ("minimum", "maximum", "pattern")}
+        item_meta = {k: v for k, v in meta.items() if k in _ITEM_KEYS}
         items = [_parse_value(item_tp, v, f"{path}[{i}]", item_meta) for i, v in enumerate(value)]
         return tuple(items)
     if origin is dict or origin is Mapping:
         if not isinstance(value, Mapping):
             raise SpecError(path, f"must be an object, got {type(value).__name__}")
+        if meta.get("max_properties") is not None and len(value) > meta["max_properties"]:
+            raise SpecError(path, f"must have at most {meta['max_properties']} entries")
         if meta.get("preserve_unknown"):
             return dict(value)
         _, val_tp = get_args(tp)
-        return {str(k): _parse_value(val_tp, v, f"{path}.{k}", {}) for k, v in value.items()}
+        return {
+            str(k): _parse_value(val_tp, v, f"{path}.{k}", _value_meta(meta))
+            for k, v in value.items()
+        }
     if tp is Any:
         return value
     if meta.get("int_or_string"):
@@ -196,6 +241,8 @@ def _parse_value(tp: Any, value: Any, path: str, meta: Mapping[str, Any]) -> Any
     elif tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
             raise SpecError(path, f"must be an integer, got {value!r}")
+        if not -(2**63) <= value < 2**63:  # what the apiserver takes for an integer
+            raise SpecError(path, f"must be an integer (64-bit), got {value}")
     elif tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SpecError(path, f"must be a number, got {value!r}")
@@ -204,6 +251,18 @@ def _parse_value(tp: Any, value: Any, path: str, meta: Mapping[str, Any]) -> Any
         raise SpecError(path, f"must be a string, got {value!r}")
     _check_scalar(value, path, meta)
     return value
+
+
+_ITEM_KEYS = ("minimum", "maximum", "pattern", "min_length", "max_length")
+
+
+def _value_meta(meta: Mapping[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if meta.get("value_pattern") is not None:
+        out["pattern"] = meta["value_pattern"]
+    if meta.get("value_max_length") is not None:
+        out["max_length"] = meta["value_max_length"]
+    return out
 
 
 def _check_scalar(value: Any, path: str, meta: Mapping[str, Any]) -> None:
@@ -217,27 +276,151 @@ def _check_scalar(value: Any, path: str, meta: Mapping[str, Any]) -> None:
         raise SpecError(path, f"{value!r} does not match {meta['pattern']}")
     if meta.get("max_length") is not None and len(str(value)) > meta["max_length"]:
         raise SpecError(path, f"must be at most {meta['max_length']} characters")
+    if meta.get("min_length") is not None and len(str(value)) < meta["min_length"]:
+        raise SpecError(path, f"must be at least {meta['min_length']} character(s)")
 
 
 def _num(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else str(x)
 
 
-def to_dict(obj: Any) -> Any:
-    """The inverse of :func:`parse`: camelCase plain data, defaults included."""
+def to_dict(obj: Any, *, omit_empty: bool = False) -> Any:
+    """The inverse of :func:`parse` and :func:`load`: camelCase plain data,
+    defaults included. Timestamp fields become RFC 3339 strings. ``omit_empty``
+    also leaves out empty lists (status: a field nobody set is absent)."""
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         out: dict[str, Any] = {}
         for f in dataclasses.fields(obj):
             v = getattr(obj, f.name)
-            if v is None:
+            if v is None or (omit_empty and isinstance(v, (list, tuple)) and not v):
                 continue
-            out[_json_name(f)] = to_dict(v)
+            if f.metadata.get("timestamp"):
+                out[_json_name(f)] = format_time(float(v))
+            else:
+                out[_json_name(f)] = to_dict(v, omit_empty=omit_empty)
         return out
     if isinstance(obj, (list, tuple)):
-        return [to_dict(v) for v in obj]
+        return [to_dict(v, omit_empty=omit_empty) for v in obj]
     if isinstance(obj, dict):
-        return {k: to_dict(v) for k, v in obj.items()}
+        return {k: to_dict(v, omit_empty=omit_empty) for k, v in obj.items()}
     return obj
+
+
+def load(cls: type[T], data: Any) -> T:
+    """Build ``cls`` from data the operator wrote itself (status), leniently.
+
+    Unlike :func:`parse` this checks no bounds and ignores unknown keys: status
+    written by an older operator must still load. A value that does not fit its
+    type falls back to the field's default (the apiserver's structural schema
+    already pruned anything that is not of the declared type). Each class's
+    decoder is built once (type hints are slow to resolve).
+    """
+    out: T = _loader(typing.cast(type, cls))(data)
+    return out
+
+
+Decoder = Callable[[Any], Any]
+
+
+@functools.cache
+def _loader(cls: type) -> Decoder:
+    hints = _hints(cls)
+    plan = [
+        (_json_name(f), f.name, _decoder(hints[f.name], f.metadata))
+        for f in dataclasses.fields(cls)
+    ]
+
+    def decode(data: Any) -> Any:
+        if not isinstance(data, Mapping):
+            data = {}
+        values: dict[str, Any] = {}
+        for jname, name, dec in plan:
+            raw = data.get(jname)
+            if raw is None:
+                continue
+            try:
+                values[name] = dec(raw)
+            except (TypeError, ValueError):
+                continue
+        return cls(**values)
+
+    return decode
+
+
+def _decoder(tp: Any, meta: Mapping[str, Any]) -> Decoder:
+    tp, _ = _unwrap_optional(tp)
+    origin = get_origin(tp)
+    if meta.get("timestamp"):
+        return _timestamp
+    if dataclasses.is_dataclass(tp):
+        return _loader(tp)  # type: ignore[arg-type]
+    if origin is list or origin is tuple:
+        (item_tp, *_rest) = get_args(tp)
+        item = _decoder(item_tp, {})
+
+        def items(value: Any) -> tuple[Any, ...]:
+            if not isinstance(value, list | tuple):
+                raise TypeError("not a list")
+            return tuple(item(v) for v in value)
+
+        return items
+    if origin is dict or origin is Mapping:
+        return _mapping
+    if tp is bool:
+        return _boolean
+    if tp in (int, float, str):
+        return tp  # type: ignore[no-any-return]
+    return _identity
+
+
+def _timestamp(value: Any) -> float:
+    t = parse_time(value)
+    if t is None:
+        raise ValueError(f"not a timestamp: {value!r}")
+    return t
+
+
+def _mapping(value: Any) -> dict[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError("not an object")
+    return dict(value)
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise TypeError("not a boolean")
+    return value
+
+
+def _identity(value: Any) -> Any:
+    return value
+
+
+# ------------------------------------------------------------------------ time
+
+
+def format_time(t: float) -> str:
+    """Epoch seconds as RFC 3339 UTC with milliseconds: every status timestamp."""
+    d = dt.datetime.fromtimestamp(t, dt.UTC)
+    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
+
+
+def parse_time(s: Any) -> float | None:
+    """RFC 3339 (as written by :func:`format_time` or Kubernetes) to epoch seconds.
+
+    Also takes the ``datetime`` objects the kubernetes client hands back."""
+    if isinstance(s, dt.datetime):
+        d = s
+    elif isinstance(s, str) and s:
+        try:
+            d = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+        except ValueError:
+            return None
+    else:
+        return None
+    if d.tzinfo is None:
+        d = d.replace(tzinfo=dt.UTC)
+    return d.timestamp()
 
 
 # ------------------------------------------------------------- OpenAPI schema
@@ -287,10 +470,10 @@ def _schema_of(tp: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
         # says what the type is. Prefer the field's where both exist.
         if meta.get("description"):
             s["description"] = meta["description"]
-        return s
+        return _with_rules(s, meta)
     if origin is list or origin is tuple:
         (item_tp, *_rest) = get_args(tp)
-        item_meta = {k: v for k, v in meta.items() if k in ("minimum", "maximum", "pattern")}
+        item_meta = {k: v for k, v in meta.items() if k in _ITEM_KEYS}
         item_meta["description"] = ""
         items = _schema_of(item_tp, item_meta)
         if not items.get("description"):
@@ -309,9 +492,13 @@ def _schema_of(tp: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
             s = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
         else:
             _, val_tp = get_args(tp)
-            s = {"type": "object", "additionalProperties": _schema_of(val_tp, {})}
+            s = {"type": "object", "additionalProperties": _schema_of(val_tp, _value_meta(meta))}
+        if meta.get("max_properties") is not None:
+            s["maxProperties"] = meta["max_properties"]
     elif tp is Any:
         s = {"x-kubernetes-preserve-unknown-fields": True}
+    elif meta.get("timestamp"):
+        s = {"type": "string"}
     elif meta.get("int_or_string"):
         s = {"x-kubernetes-int-or-string": True}
     elif tp is bool:
@@ -331,6 +518,7 @@ def _schema_of(tp: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
         ("maximum", "maximum"),
         ("pattern", "pattern"),
         ("max_length", "maxLength"),
+        ("min_length", "minLength"),
     ):
         if meta.get(key) is not None and origin not in (list, tuple):
             s[jkey] = meta[key]
@@ -338,4 +526,13 @@ def _schema_of(tp: Any, meta: Mapping[str, Any]) -> dict[str, Any]:
         s["enum"] = list(meta["enum"])
     if meta.get("schema_default", MISSING) is not MISSING:
         s["default"] = meta["schema_default"]
+    return _with_rules(s, meta)
+
+
+def _with_rules(s: dict[str, Any], meta: Mapping[str, Any]) -> dict[str, Any]:
+    if meta.get("rules"):
+        s["x-kubernetes-validations"] = [
+            *s.get("x-kubernetes-validations", []),
+            *(_cel(r) for r in meta["rules"]),
+        ]
     return s

@@ -11,10 +11,16 @@ default would rewrite the user's object and make GitOps tools show drift.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from .schema import Rule, SpecError, parse, spec_field
+from . import validation as val
+from .schema import Rule, SpecError, load, parse, spec_field, to_dict
+from .validation import DNS_LABEL as DNS_LABEL
+from .validation import DURATION as DURATION
+from .validation import MODEL_NAME as MODEL_NAME
+from .validation import REPOSITORY as REPOSITORY
+from .validation import seconds as seconds
 
 GROUP = "sluice.dev"
 VERSION = "v1alpha1"
@@ -26,24 +32,12 @@ API_VERSION = f"{GROUP}/{VERSION}"
 
 MAIN_VARIANT = "main"
 CANARY_VARIANT = "canary"
+BASELINE_VARIANT = "baseline"  # the stable revision beside a canary (spec.rollout.baseline)
 RESERVED_VARIANTS = (MAIN_VARIANT, CANARY_VARIANT)
 
 DEFAULT_TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"  # Triton 2.51
 
-DNS_LABEL = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
-DURATION = r"^([0-9]+(ms|s|m|h))+$"
-QUANTITY = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
-MODEL_NAME = r"^[A-Za-z0-9_.-]+$"
-REPOSITORY = r"^(s3|gs|as|pvc)://.+$"
 MIG_PROFILE = r"^[0-9]+g\.[0-9]+gb$"
-
-_DURATION_PART = re.compile(r"([0-9]+)(ms|s|m|h)")
-_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-
-
-def seconds(duration: str) -> float:
-    """``"1m30s"`` -> 90.0. The pattern :data:`DURATION` guarantees the form."""
-    return sum(int(n) * _UNIT_SECONDS[u] for n, u in _DURATION_PART.findall(duration))
 
 
 # ----------------------------------------------------------------------- model
@@ -57,11 +51,14 @@ class S3Spec:
         "Endpoint of an S3-compatible store, with scheme and port, for example "
         "http://minio.storage:9000. Empty for AWS S3 itself.",
         default=None,
-        pattern=r"^https?://[^/]+$",
+        pattern=val.S3_ENDPOINT,
         max_length=253,
     )
     region: str | None = spec_field(
-        "Region passed to Triton as AWS_DEFAULT_REGION.", default=None, max_length=63
+        "Region passed to Triton as AWS_DEFAULT_REGION.",
+        default=None,
+        pattern=r"^[-A-Za-z0-9_]+$",
+        max_length=63,
     )
 
 
@@ -73,6 +70,7 @@ class ModelSpec:
         "Model name as it appears in the Triton model repository (the folder name).",
         pattern=MODEL_NAME,
         max_length=128,
+        rules=(val.MODEL_NAME_RULE,),
     )
     repository: str = spec_field(
         "Model repository URL. s3://bucket/path, gs://bucket/path and as://account/"
@@ -80,6 +78,7 @@ class ModelSpec:
         "PersistentVolumeClaim read-only and serves from <path> inside it.",
         pattern=REPOSITORY,
         max_length=1024,
+        rules=(val.REPOSITORY_RULE,),
     )
     version: int = spec_field(
         "The model version to serve (a numbered folder in the model's directory). Each "
@@ -94,7 +93,7 @@ class ModelSpec:
         "AWS_SECRET_ACCESS_KEY for s3://, AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY "
         "for as://); a key named gcs.json is mounted as the Google credentials file.",
         default=None,
-        pattern=DNS_LABEL.replace("[-a-z0-9]", "[-.a-z0-9]"),
+        pattern=val.DNS_SUBDOMAIN,
         max_length=253,
     )
     s3: S3Spec | None = spec_field("Settings for s3:// repositories.", default=None)
@@ -134,18 +133,21 @@ class Resources:
     """CPU and memory for each Triton container (requests equal limits: Guaranteed QoS)."""
 
     cpu: str = spec_field(
-        "CPU cores, as a Kubernetes quantity.",
+        "CPU cores, as a Kubernetes quantity (for example 4 or 500m), from 1m to 1024.",
         default="4",
         int_or_string=True,
-        pattern=QUANTITY,
+        pattern=val.CPU_QUANTITY,
         max_length=32,
+        rules=(val.quantity_range("1m", "1024"),),
     )
     memory: str = spec_field(
-        "Memory, as a Kubernetes quantity.",
+        "Memory, as a Kubernetes quantity in bytes (for example 16Gi), from 1Mi to 64Ti. "
+        "The milli suffix m is refused: 1m would be a thousandth of a byte.",
         default="16Gi",
         int_or_string=True,
-        pattern=QUANTITY,
+        pattern=val.MEMORY_QUANTITY,
         max_length=32,
+        rules=(val.quantity_range("1Mi", "64Ti"),),
     )
 
 
@@ -157,22 +159,33 @@ class TritonSpec:
         "Triton server image, pinned to a tag or digest.",
         default=DEFAULT_TRITON_IMAGE,
         max_length=512,
-        pattern=r"^\S+$",
+        pattern=val.IMAGE,
     )
     resources: Resources = spec_field(
         "CPU and memory for each Triton container.", default_factory=Resources
     )
     args: tuple[str, ...] = spec_field(
-        "Extra tritonserver arguments, appended after Sluice's own.",
+        "Extra tritonserver arguments, appended after Sluice's own. Flags Sluice renders "
+        "itself are refused (repository, model control mode, load-model, ports, "
+        "allow-http/allow-metrics, strict readiness, exit-on-error and the "
+        "summary_* metrics settings), abbreviations included: they would turn off the "
+        "version pinning or blind the probes and the autoscaler.",
         default=(),
         max_items=64,
+        pattern=val.PRINTABLE,
+        max_length=1024,
+        rules=(val.ARGS_RULE,),
     )
     env: tuple[EnvVar, ...] = spec_field(
-        "Extra environment variables for the Triton container.",
+        "Extra environment variables for the Triton container. SLUICE_MODEL and "
+        "SLUICE_MODEL_VERSION are Sluice's (SLUICE_LOAD_RETRY_SECONDS is the user's to "
+        "set); AWS_DEFAULT_REGION comes from model.s3.region and "
+        "GOOGLE_APPLICATION_CREDENTIALS from model.credentialsSecret when those are set.",
         default=(),
         max_items=64,
         list_type="map",
         list_map_keys=("name",),
+        rules=(val.ENV_RULE,),
     )
     startup_timeout_seconds: int = spec_field(
         "How long a pod may take to start and load its model before Kubernetes "
@@ -204,7 +217,7 @@ class GpuSpec:
         "Empty: any GPU.",
         default=(),
         max_items=16,
-        pattern=r"^[A-Za-z0-9][-A-Za-z0-9_.]*$",
+        pattern=val.NONEMPTY_LABEL_VALUE,
     )
     mig_profile: str | None = spec_field(
         "A MIG profile such as 1g.10gb: pods request nvidia.com/mig-<profile> instead "
@@ -265,7 +278,9 @@ class ScalingBehavior:
         maximum=86400,
     )
     max_step: int | None = spec_field(
-        "At most this many replicas added or removed per decision. Defaults: 4 up, 1 down.",
+        "At most this many replicas added (scaleUp: the surge bound) or removed (scaleDown) "
+        "per decision. Defaults: policy Demand has no bound (it sizes the whole gap in one "
+        "decision, within maxReplicas); policy Proportional moves 4 up, 1 down.",
         default=None,
         minimum=1,
         maximum=1000,
@@ -287,15 +302,28 @@ class ScalingSpec:
     )
     max_replicas: int = spec_field("Most replicas per variant.", minimum=1, maximum=1000)
     target: ScalingTarget = spec_field("The latency target.")
+    policy: str = spec_field(
+        "How replicas are sized. Demand (default): from the request rate and Triton's "
+        "compute time per request through a queueing model (M/G/1) of the target latency, "
+        "corrected online from the measured queue time, looking ahead over the measured "
+        "model-load time; starting pods count as coming capacity. Proportional: the earlier "
+        "rule, replicas x observed/target of the target signal, one bounded step at a time.",
+        enum=("Demand", "Proportional"),
+        default="Demand",
+    )
     tolerance: float = spec_field(
-        "No change while the signal is within this fraction of the target.",
+        "No change while the signal is within this fraction of the target. Policy Demand: "
+        "scale down only to a size whose predicted latency is at least this fraction below "
+        "the target.",
         default=0.1,
         minimum=0,
         maximum=0.9,
     )
     warmup_seconds: int = spec_field(
         "Replicas created less than this long ago and not yet ready count as coming "
-        "capacity: no further scale-up while they load, within this bound.",
+        "capacity. Policy Proportional: no further scale-up while they load, within this "
+        "bound. Policy Demand: the longest model-load time it will assume from pods that "
+        "are still loading.",
         default=600,
         minimum=0,
         maximum=86400,
@@ -326,11 +354,15 @@ class ScalingSpec:
 
     @property
     def up_step(self) -> int:
-        return self.scale_up.max_step or 4
+        if self.scale_up.max_step:
+            return self.scale_up.max_step
+        return self.max_replicas if self.policy == "Demand" else 4
 
     @property
     def down_step(self) -> int:
-        return self.scale_down.max_step or 1
+        if self.scale_down.max_step:
+            return self.scale_down.max_step
+        return self.max_replicas if self.policy == "Demand" else 1
 
 
 # -------------------------------------------------------------------- variants
@@ -342,7 +374,11 @@ class VariantModel:
 
     version: int | None = spec_field("Model version this variant serves.", default=None, minimum=1)
     repository: str | None = spec_field(
-        "Model repository of this variant.", default=None, pattern=REPOSITORY, max_length=1024
+        "Model repository of this variant.",
+        default=None,
+        pattern=REPOSITORY,
+        max_length=1024,
+        rules=(val.REPOSITORY_RULE,),
     )
 
 
@@ -351,7 +387,7 @@ class VariantTriton:
     """What a variant changes about the Triton server."""
 
     image: str | None = spec_field(
-        "Triton image of this variant.", default=None, max_length=512, pattern=r"^\S+$"
+        "Triton image of this variant.", default=None, max_length=512, pattern=val.IMAGE
     )
 
 
@@ -400,31 +436,59 @@ class AnalysisSpec:
     """Checks a canary must pass at every step. Missing data never counts as a failure."""
 
     max_latency_ms: float | None = spec_field(
-        "Absolute limit on the canary's tail latency (the metric of spec.scaling.target, "
-        "p99 when scaling is off), in milliseconds. Unset: no absolute limit.",
+        "Kept for compatibility: the canary's latencies are judged against the baseline's "
+        "(maxLatencyRatio), not against an absolute limit.",
         default=None,
         minimum=0.1,
     )
     max_latency_ratio: float = spec_field(
-        "The canary's tail latency may be at most this multiple of the stable variant's.",
-        default=1.5,
+        "The canary's latencies (mean and the tail metric) may be at most this multiple of "
+        "the baseline's (1.2 = up to 20% slower): the tolerance of the sequential test. The "
+        "canary fails when it is slower than this with the stated confidence, and passes "
+        "only when it is shown to be within it.",
+        default=1.2,
         minimum=1,
         maximum=100,
     )
     max_error_rate: float = spec_field(
-        "Largest acceptable fraction of failed requests (0.01 = 1%).",
+        "Kept for compatibility: the canary's error rate is judged against the baseline's "
+        "(maxErrorRateIncrease), not against an absolute limit.",
         default=0.01,
         minimum=0,
         maximum=1,
     )
+    max_error_rate_increase: float = spec_field(
+        "The canary may fail at most this fraction of requests more than the baseline "
+        "(0.01 = one percentage point): the tolerance of the sequential test on the two "
+        "error rates, computed from Triton's success and failure counts.",
+        default=0.01,
+        minimum=0.0001,
+        maximum=1,
+    )
+    confidence: float = spec_field(
+        "Confidence of every verdict, valid however often the analysis looks (a sequential "
+        "test, checked every control cycle). 0.99: a canary as good as the baseline is "
+        "failed on a signal in at most 1% of rollouts.",
+        default=0.99,
+        minimum=0.8,
+        maximum=0.9999,
+    )
+    min_samples: int = spec_field(
+        "Requests each side (canary and baseline) must have served before a signal can "
+        "pass. A clear regression fails earlier.",
+        default=500,
+        minimum=1,
+        maximum=100000000,
+    )
     min_request_rate: float = spec_field(
-        "Requests per second the canary must receive for a check to count. Below it the "
-        "check is inconclusive: neither passed nor failed.",
+        "Kept for compatibility: a rate window with fewer than 20 requests on a side adds "
+        "no evidence, and minSamples gates every verdict.",
         default=0.1,
         minimum=0,
     )
     failure_threshold: int = spec_field(
-        "Failed checks after which the canary is rolled back.",
+        "Unused since verdicts accumulate evidence over the rollout (a failed signal rolls "
+        "back at once); kept for compatibility.",
         default=3,
         minimum=1,
         maximum=100,
@@ -434,7 +498,8 @@ class AnalysisSpec:
         "canary gets no traffic or metrics) is rolled back.",
         default="30m",
         pattern=DURATION,
-        max_length=32,
+        max_length=val.DURATION_MAX_LENGTH,
+        rules=(val.duration_range("1s", "168h"),),
     )
 
 
@@ -461,10 +526,25 @@ class RolloutSpec:
         "Time at each step before the next analysis decides, for example 60s or 2m.",
         default="60s",
         pattern=DURATION,
-        max_length=32,
+        max_length=val.DURATION_MAX_LENGTH,
+        rules=(val.duration_range("1s", "24h"),),
     )
     analysis: AnalysisSpec = spec_field(
         "Checks the canary must pass.", default_factory=AnalysisSpec
+    )
+    baseline: bool = spec_field(
+        "Run a baseline variant beside the canary: the stable revision with the canary's "
+        "replicas and traffic share, started and removed with it, so canary and baseline "
+        "see the same per-pod load and the comparison is like with like (Kayenta's "
+        "design). false compares the canary with the main variant, at whatever load each "
+        "has.",
+        default=True,
+    )
+    paused: bool = spec_field(
+        "Hold the rollout where it is: no step, no promotion (evidence still accumulates "
+        "and a failed signal still rolls back). A declarative state, kept in git; remove "
+        "it (or set false) to resume. sluice pause|resume NAME set it.",
+        default=False,
     )
 
     RULES = (
@@ -508,7 +588,7 @@ class HeaderMatch:
     header: str = spec_field(
         "Header name.", pattern=r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$", max_length=256
     )
-    value: str = spec_field("Exact header value.", max_length=4096)
+    value: str = spec_field("Exact header value.", min_length=1, max_length=4096)
     variant: str = spec_field("Variant that serves matching requests.", pattern=DNS_LABEL)
 
 
@@ -532,9 +612,14 @@ class RouterSpec:
         default=(),
         max_items=16,
         pattern=r"^(\*\.)?[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        max_length=253,
     )
     path_prefix: str = spec_field(
-        "Path prefix the route matches.", default="/", pattern=r"^/\S*$", max_length=1024
+        "Path prefix the route matches, an absolute path as the Gateway API accepts it.",
+        default="/",
+        pattern=val.PATH_PREFIX,
+        max_length=1024,
+        rules=(val.PATH_PREFIX_RULE,),
     )
     header_matches: tuple[HeaderMatch, ...] = spec_field(
         "Header rules for sticky A/B.", default=(), max_items=8
@@ -590,31 +675,223 @@ class MonitoringSpec:
 
 
 @dataclass(frozen=True, kw_only=True)
+class Toleration:
+    """A toleration of a node taint, as in a pod spec."""
+
+    key: str | None = spec_field(
+        "Taint key; empty with operator Exists tolerates every taint.",
+        default=None,
+        pattern="^(" + val.QUALIFIED_NAME[1:-1] + ")?$",
+        max_length=317,
+    )
+    operator: str | None = spec_field(
+        "Exists or Equal (default Equal).", default=None, enum=("Exists", "Equal")
+    )
+    value: str | None = spec_field(
+        "Taint value (Equal only).", default=None, pattern=val.LABEL_VALUE, max_length=63
+    )
+    effect: str | None = spec_field(
+        "Taint effect to tolerate; unset: all.",
+        default=None,
+        enum=("NoSchedule", "PreferNoSchedule", "NoExecute"),
+    )
+    toleration_seconds: int | None = spec_field(
+        "How long a NoExecute taint is tolerated before eviction.", default=None
+    )
+
+    RULES = (
+        Rule(
+            cel="!has(self.operator) || self.operator != 'Exists' || "
+            "!has(self.value) || self.value == ''",
+            message="a toleration with operator Exists must not have a value",
+            check=lambda t: t.operator != "Exists" or not t.value,
+            field_path="value",
+        ),
+        Rule(
+            cel="(has(self.key) && self.key != '') || "
+            "(has(self.operator) && self.operator == 'Exists')",
+            message="a toleration without a key must have operator Exists",
+            check=lambda t: bool(t.key) or t.operator == "Exists",
+            field_path="operator",
+        ),
+        Rule(
+            cel="!has(self.tolerationSeconds) || (has(self.effect) && self.effect == 'NoExecute')",
+            message="tolerationSeconds needs effect NoExecute",
+            check=lambda t: t.toleration_seconds is None or t.effect == "NoExecute",
+            field_path="effect",
+        ),
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeSelectorRequirement:
+    """One node label expression."""
+
+    key: str = spec_field("Node label key.", pattern=val.QUALIFIED_NAME, max_length=317)
+    operator: str = spec_field(
+        "How the label is compared.", enum=("In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt")
+    )
+    values: tuple[str, ...] = spec_field(
+        "Label values (In, NotIn; one integer for Gt, Lt).",
+        default=(),
+        max_items=64,
+        pattern=val.LABEL_VALUE,
+        max_length=63,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeSelectorTerm:
+    """Expressions that must all hold on a node."""
+
+    match_expressions: tuple[NodeSelectorRequirement, ...] = spec_field(
+        "Node label expressions.", default=(), max_items=32
+    )
+    match_fields: tuple[NodeSelectorRequirement, ...] = spec_field(
+        "Node field expressions (metadata.name).", default=(), max_items=8
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeSelector:
+    """Terms of which at least one must hold."""
+
+    node_selector_terms: tuple[NodeSelectorTerm, ...] = spec_field(
+        "Terms, ORed.", min_items=1, max_items=16
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PreferredSchedulingTerm:
+    """A weighted node preference."""
+
+    weight: int = spec_field("Weight.", minimum=1, maximum=100)
+    preference: NodeSelectorTerm = spec_field("The preferred node term.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class NodeAffinity:
+    """Node affinity, as in a pod spec."""
+
+    required_during_scheduling_ignored_during_execution: NodeSelector | None = spec_field(
+        "Nodes the pods may run on. Sluice adds the GPU product expression to each term.",
+        default=None,
+    )
+    preferred_during_scheduling_ignored_during_execution: tuple[PreferredSchedulingTerm, ...] = (
+        spec_field("Weighted node preferences.", default=(), max_items=16)
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Affinity:
+    """Affinity terms, as in a pod spec."""
+
+    node_affinity: NodeAffinity | None = spec_field(
+        "Node affinity, merged with the GPU product node affinity.", default=None
+    )
+    pod_affinity: dict[str, Any] | None = spec_field(
+        "Pod affinity, passed through (Kubernetes validates it when the Deployment is "
+        "applied; a refusal is reported in the Ready condition).",
+        default=None,
+        preserve_unknown=True,
+    )
+    pod_anti_affinity: dict[str, Any] | None = spec_field(
+        "Pod anti-affinity, passed through like podAffinity.",
+        default=None,
+        preserve_unknown=True,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
 class PodTemplate:
     """Pod settings passed through to every Triton pod."""
 
-    labels: dict[str, str] = spec_field("Extra pod labels.", default_factory=dict)
-    annotations: dict[str, str] = spec_field("Extra pod annotations.", default_factory=dict)
+    labels: dict[str, str] = spec_field(
+        "Extra pod labels. Sluice's own labels (sluice.dev/*, app.kubernetes.io/*) win.",
+        default_factory=dict,
+        max_properties=64,
+        value_pattern=val.LABEL_VALUE,
+        value_max_length=63,
+        rules=(val.map_keys_rule(),),
+    )
+    annotations: dict[str, str] = spec_field(
+        "Extra pod annotations.",
+        default_factory=dict,
+        max_properties=64,
+        value_max_length=65536,
+        rules=(val.map_keys_rule(),),
+    )
     service_account_name: str | None = spec_field(
-        "ServiceAccount the pods run as.", default=None, max_length=253
+        "ServiceAccount the pods run as.",
+        default=None,
+        pattern=val.DNS_SUBDOMAIN,
+        max_length=253,
     )
     image_pull_secrets: tuple[str, ...] = spec_field(
-        "Names of image pull Secrets.", default=(), max_items=16
+        "Names of image pull Secrets.",
+        default=(),
+        max_items=16,
+        pattern=val.DNS_SUBDOMAIN,
+        max_length=253,
     )
     priority_class_name: str | None = spec_field(
-        "PriorityClass of the pods.", default=None, max_length=253
+        "PriorityClass of the pods.", default=None, pattern=val.DNS_SUBDOMAIN, max_length=253
     )
-    node_selector: dict[str, str] = spec_field("Extra node selector labels.", default_factory=dict)
-    tolerations: tuple[dict[str, Any], ...] = spec_field(
+    node_selector: dict[str, str] = spec_field(
+        "Extra node selector labels.",
+        default_factory=dict,
+        max_properties=32,
+        value_pattern=val.LABEL_VALUE,
+        value_max_length=63,
+        rules=(val.map_keys_rule(),),
+    )
+    tolerations: tuple[Toleration, ...] = spec_field(
         "Extra tolerations, added to the GPU toleration Sluice sets itself.",
         default=(),
         max_items=32,
-        preserve_unknown=True,
     )
-    affinity: dict[str, Any] = spec_field(
+    affinity: Affinity = spec_field(
         "Extra affinity terms, merged with the GPU product node affinity.",
-        default_factory=dict,
-        preserve_unknown=True,
+        default_factory=Affinity,
+    )
+
+
+# ------------------------------------------------------------------ experiment
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentSpec:
+    """The A/B verdict on spec.variants: each variant judged against main."""
+
+    signals: tuple[str, ...] = spec_field(
+        "Signals compared: errorRate (failed fractions from Triton's counters), "
+        "avgLatencyMs, queueTimeMs, p95LatencyMs, p99LatencyMs (lower is better; any "
+        "spec.monitoring.queries template replaces the built-in query).",
+        default=("p99LatencyMs", "avgLatencyMs", "errorRate"),
+        min_items=1,
+        max_items=6,
+        enum=("errorRate", "avgLatencyMs", "queueTimeMs", "p95LatencyMs", "p99LatencyMs"),
+    )
+    confidence: float = spec_field(
+        "Confidence of every verdict, valid however often it is looked at (sequential "
+        "tests). 0.99: two identical variants are declared different on a signal in at "
+        "most 1% of experiments.",
+        default=0.99,
+        minimum=0.8,
+        maximum=0.9999,
+    )
+    min_samples: int = spec_field(
+        "Requests each side must have served before a verdict.",
+        default=1000,
+        minimum=1,
+        maximum=100000000,
+    )
+    promote_winner: bool = spec_field(
+        "Once a variant is conclusively better than main on the first signal and not "
+        "worse on any other, it becomes main: its model version and image roll out to "
+        "main (the spec keeps what you wrote; status.experiment.winner says which). Off "
+        "by default: the verdict is only reported.",
+        default=False,
     )
 
 
@@ -643,6 +920,12 @@ class InferenceServiceSpec:
         max_items=8,
         list_type="map",
         list_map_keys=("name",),
+    )
+    experiment: ExperimentSpec | None = spec_field(
+        "Judge the A/B variants against main with sequential statistical tests: per "
+        "signal which is better, by how much, with what confidence and on how many "
+        "requests. Unset: variants are compared side by side in status.signals only.",
+        default=None,
     )
     rollout: RolloutSpec = spec_field(
         "How version and image changes roll out.", default_factory=RolloutSpec
@@ -700,6 +983,32 @@ class InferenceServiceSpec:
             field_path="router",
         ),
         Rule(
+            cel="!has(self.triton) || !has(self.triton.env) || !has(self.model.s3) || "
+            "!has(self.model.s3.region) || "
+            "self.triton.env.all(e, e.name != 'AWS_DEFAULT_REGION')",
+            message="spec.triton.env must not set AWS_DEFAULT_REGION when "
+            "spec.model.s3.region is set: Sluice sets it from the region",
+            check=lambda s: (
+                s.model.s3 is None
+                or s.model.s3.region is None
+                or all(e.name != "AWS_DEFAULT_REGION" for e in s.triton.env)
+            ),
+            field_path="triton.env",
+        ),
+        Rule(
+            cel="!has(self.triton) || !has(self.triton.env) || "
+            "!has(self.model.credentialsSecret) || "
+            "self.triton.env.all(e, e.name != 'GOOGLE_APPLICATION_CREDENTIALS')",
+            message="spec.triton.env must not set GOOGLE_APPLICATION_CREDENTIALS when "
+            "spec.model.credentialsSecret is set: Sluice mounts the Secret's gcs.json "
+            "and points the variable at it",
+            check=lambda s: (
+                s.model.credentials_secret is None
+                or all(e.name != "GOOGLE_APPLICATION_CREDENTIALS" for e in s.triton.env)
+            ),
+            field_path="triton.env",
+        ),
+        Rule(
             cel="!has(self.router) || !has(self.router.mirror) || "
             "self.router.mirror.variant == 'main' || (has(self.variants) && "
             "self.variants.exists(v, v.name == self.router.mirror.variant))",
@@ -725,11 +1034,20 @@ NAME_RULE = Rule(
     "Service is named <name>-<variant> and Service names are limited to 63",
     check=lambda name: len(name) <= MAX_NAME_LENGTH,
 )
+NAME_LABEL_RULE = Rule(
+    cel=f"self.metadata.name.matches('{DNS_LABEL}')",
+    message="metadata.name must be a DNS-1035 label (lowercase letters, digits and '-', "
+    "starting with a letter, ending with a letter or digit; no dots): the Services are "
+    "named <name> and <name>-<variant>",
+    check=lambda name: re.fullmatch(DNS_LABEL, name) is not None,
+)
+NAME_RULES = (NAME_RULE, NAME_LABEL_RULE)
 
 
 def check_name(name: str) -> None:
-    if not NAME_RULE.check(name):
-        raise SpecError("metadata.name", NAME_RULE.message)
+    for rule in NAME_RULES:
+        if not rule.check(name):
+            raise SpecError("metadata.name", rule.message)
 
 
 def parse_spec(data: Any) -> InferenceServiceSpec:
@@ -743,6 +1061,10 @@ def parse_spec(data: Any) -> InferenceServiceSpec:
 
 
 # ---------------------------------------------------------------------- status
+#
+# The operator reads status once per write (InferenceServiceStatus.from_dict),
+# works on these types and serialises once (to_dict). Timestamps are epoch
+# seconds in Python and RFC 3339 with milliseconds on the wire.
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -753,12 +1075,16 @@ class Condition:
     status: str = spec_field("True, False or Unknown.", enum=("True", "False", "Unknown"))
     reason: str = spec_field("One-word CamelCase reason.", default="")
     message: str = spec_field("What was observed and why, for people.", default="")
-    last_transition_time: str | None = spec_field(
-        "When status last changed (RFC 3339).", default=None
+    last_transition_time: float | None = spec_field(
+        "When status last changed (RFC 3339).", default=None, timestamp=True
     )
     observed_generation: int | None = spec_field(
         "metadata.generation this condition was computed from.", default=None
     )
+
+    @property
+    def is_true(self) -> bool:
+        return self.status == "True"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -788,10 +1114,85 @@ class Signals:
     queue_time_ms: float | None = spec_field("Mean queue time, ms.", default=None)
     p95_latency_ms: float | None = spec_field("p95 latency of the worst pod, ms.", default=None)
     p99_latency_ms: float | None = spec_field("p99 latency of the worst pod, ms.", default=None)
+    compute_time_ms: float | None = spec_field(
+        "Mean compute time per inference (one execution, shared by its batch), ms.",
+        default=None,
+    )
+    batch_size: float | None = spec_field(
+        "Mean batch size: inferences per execution.", default=None
+    )
+    pending_requests: float | None = spec_field(
+        "Requests waiting in Triton's queues, summed over pods.", default=None
+    )
+    pending_growth: float | None = spec_field(
+        "How fast the queues grow (requests per second, summed over pods): arrivals the "
+        "request rate (completions) does not show yet.",
+        default=None,
+    )
+    p95_latency_typical_ms: float | None = spec_field(
+        "p95 latency of the typical pod (mean over pods of their own p95), ms.", default=None
+    )
+    p99_latency_typical_ms: float | None = spec_field(
+        "p99 latency of the typical pod (mean over pods of their own p99), ms: an estimate "
+        "that, unlike the worst pod's, does not drift up with the number of pods.",
+        default=None,
+    )
+    request_rate_now: float | None = spec_field(
+        "Requests per second between the last two scrapes (irate).", default=None
+    )
+    request_rate_1m_ago: float | None = spec_field(
+        "Requests per second over the minute before the last: with requestRate, the trend.",
+        default=None,
+    )
+    request_rate_2m_ago: float | None = spec_field(
+        "Requests per second over the minute two minutes ago.", default=None
+    )
+    request_rate_3m_ago: float | None = spec_field(
+        "Requests per second over the minute three minutes ago.", default=None
+    )
     missing: tuple[str, ...] = spec_field(
         "Signals that had no usable value, each with why.", default=()
     )
-    observed_at: str | None = spec_field("When this was observed.", default=None)
+    observed_at: float | None = spec_field("When this was observed.", default=None, timestamp=True)
+
+    def values(self) -> tuple[object, ...]:
+        """The observation without its time (what it says, not when)."""
+        return (
+            self.variant,
+            self.request_rate,
+            self.error_rate,
+            self.avg_latency_ms,
+            self.queue_time_ms,
+            self.p95_latency_ms,
+            self.p99_latency_ms,
+            self.missing,
+        )
+
+    def shape(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """Which signals have values and which are missing (and why)."""
+        have = tuple(
+            k
+            for k in (
+                "request_rate",
+                "error_rate",
+                "avg_latency_ms",
+                "queue_time_ms",
+                "p95_latency_ms",
+                "p99_latency_ms",
+                "compute_time_ms",
+                "batch_size",
+                "pending_requests",
+                "pending_growth",
+                "p95_latency_typical_ms",
+                "p99_latency_typical_ms",
+                "request_rate_now",
+                "request_rate_1m_ago",
+                "request_rate_2m_ago",
+                "request_rate_3m_ago",
+            )
+            if getattr(self, k) is not None
+        )
+        return have, self.missing
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -806,21 +1207,177 @@ class ScalingStatus:
     observed: float | None = spec_field("Its value, ms.", default=None)
     target: float | None = spec_field("Its target, ms.", default=None)
     reason: str = spec_field("Why.", default="")
-    last_scale_time: str | None = spec_field("When replicas last changed.", default=None)
-    pending_since: str | None = spec_field(
+    last_scale_time: float | None = spec_field(
+        "When replicas last changed.", default=None, timestamp=True
+    )
+    pending_since: float | None = spec_field(
         "Since when the signal has called for the pending direction (stabilisation).",
         default=None,
+        timestamp=True,
     )
     pending_direction: str | None = spec_field("Up or Down while stabilising.", default=None)
+    pending_replicas: int | None = spec_field(
+        "While scaling down is stabilising: the most replicas any decision since "
+        "pendingSince called for (the size reached when the window passes).",
+        default=None,
+    )
+    pending_low_replicas: int | None = spec_field(
+        "While scaling down is stabilising: a lower size called for since pendingLowSince "
+        "(reached once that has held for the window).",
+        default=None,
+    )
+    pending_low_since: float | None = spec_field(
+        "Since when every decision has allowed pendingLowReplicas.",
+        default=None,
+        timestamp=True,
+    )
+    demand: float | None = spec_field(
+        "Policy Demand: the request rate sized for (arrivals, plus the queue backlog to "
+        "drain and the trend over the model-load time), req/s.",
+        default=None,
+    )
+    capacity_per_replica: float | None = spec_field(
+        "Policy Demand: req/s one replica serves within the target, by the queueing model.",
+        default=None,
+    )
+    correction: float | None = spec_field(
+        "Policy Demand: measured over predicted (M/M/1) mean queue time, within 0.25..4; "
+        "scales the model's queueing delay. Measured while the fleet is steady, else the "
+        "last measured value.",
+        default=None,
+    )
+    tail_correction: float | None = spec_field(
+        "Policy Demand: the typical pod's measured quantile over the model's (within "
+        "0.5..2), measured near the target; scales the predicted tail.",
+        default=None,
+    )
+    predicted_latency_ms: float | None = spec_field(
+        "Policy Demand: the target signal the model predicts at desiredReplicas, ms.",
+        default=None,
+    )
+    load_time_seconds: float | None = spec_field(
+        "Policy Demand: the model-load time measured from this variant's pods (creation to "
+        "ready), s.",
+        default=None,
+    )
     signals: Signals | None = spec_field("What was observed.", default=None)
 
+    @property
+    def code(self) -> str:
+        """The one-word decision code that starts :attr:`reason`."""
+        return self.reason.split(":", 1)[0]
 
-@dataclass(frozen=True, kw_only=True)
+
+@dataclass(frozen=True)
 class RevisionStatus:
     """A model version and image pair."""
 
     version: int = spec_field("Model version.")
     image: str = spec_field("Triton image.")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignalVerdict:
+    """The verdict on one signal, the numbers behind it and the evidence it rests on."""
+
+    signal: str = spec_field("Signal name, for example p99LatencyMs or errorRate.")
+    kind: str = spec_field(
+        "proportion (failed fractions from counts) or ratio (latency ratios per batch).",
+        enum=("proportion", "ratio"),
+        default="ratio",
+    )
+    direction: str = spec_field(
+        "Which values are better.", enum=("lower", "higher"), default="lower"
+    )
+    candidate: float | None = spec_field(
+        "The candidate's value (pooled error rate, or geometric mean over batches).",
+        default=None,
+    )
+    baseline: float | None = spec_field("What it is compared with, the same way.", default=None)
+    tolerance: float | None = spec_field(
+        "How much worse is tolerated (proportion: absolute; ratio: relative).", default=None
+    )
+    effect: float | None = spec_field(
+        "Estimated difference (proportion) or ratio candidate/baseline.", default=None
+    )
+    lower: float | None = spec_field("Lower end of the confidence interval.", default=None)
+    upper: float | None = spec_field("Upper end of the confidence interval.", default=None)
+    confidence: float | None = spec_field("Confidence of the interval.", default=None)
+    samples: int = spec_field("Requests of the smaller side.", default=0)
+    batches: int = spec_field("Rate windows that carried evidence.", default=0)
+    verdict: str = spec_field(
+        "Pass, Fail or Inconclusive (canary); for an experiment also who is better.",
+        enum=("Pass", "Fail", "Inconclusive"),
+        default="Inconclusive",
+    )
+    better: str | None = spec_field(
+        "Experiments: the better variant on this signal, once shown.", default=None
+    )
+    reason: str = spec_field("Why this verdict.", default="")
+    # The evidence: sufficient statistics the next cycle continues from.
+    sum_x: float = spec_field("Sum of batch log-ratios (ratio).", default=0.0)
+    sum_x2: float = spec_field("Sum of squared batch log-ratios (ratio).", default=0.0)
+    sum_log_candidate: float = spec_field("Sum of log candidate values.", default=0.0)
+    sum_log_baseline: float = spec_field("Sum of log baseline values.", default=0.0)
+    candidate_requests: float = spec_field("Candidate requests counted.", default=0.0)
+    candidate_failures: float = spec_field("Candidate failures counted.", default=0.0)
+    baseline_requests: float = spec_field("Baseline requests counted.", default=0.0)
+    baseline_failures: float = spec_field("Baseline failures counted.", default=0.0)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AnalysisStatus:
+    """Accumulated evidence and verdicts of one comparison (canary vs baseline, or an
+    A/B variant vs main)."""
+
+    candidate: str = spec_field("The variant judged.")
+    baseline: str = spec_field("The variant it is compared with.")
+    verdict: str = spec_field(
+        "Fail if any signal fails, Pass if every signal passes, else Inconclusive.",
+        enum=("Pass", "Fail", "Inconclusive"),
+        default="Inconclusive",
+    )
+    better: str | None = spec_field(
+        "Experiments: the variant shown better (on the first signal, not worse on any).",
+        default=None,
+    )
+    last_batch_at: float | None = spec_field(
+        "When the last rate window was counted (windows never overlap).",
+        default=None,
+        timestamp=True,
+    )
+    signals: tuple[SignalVerdict, ...] = spec_field("Per signal.", default=())
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExperimentStatus:
+    """The A/B verdicts of spec.experiment."""
+
+    variants: tuple[AnalysisStatus, ...] = spec_field(
+        "One comparison per variant against main.", default=()
+    )
+    winner: str | None = spec_field("The variant conclusively better than main.", default=None)
+    promoted: RevisionStatus | None = spec_field(
+        "With promoteWinner: the winner's revision, now served by main.", default=None
+    )
+    message: str = spec_field("What the experiment says, for people.", default="")
+
+
+@dataclass(frozen=True, kw_only=True)
+class HandledRequests:
+    """The one-shot request tokens (annotations sluice.dev/abort, promote, retry)
+    already acted on: each token acts once."""
+
+    abort: str | None = spec_field("Last abort token handled.", default=None)
+    promote: str | None = spec_field("Last promote token handled.", default=None)
+    retry: str | None = spec_field("Last retry token handled.", default=None)
+
+
+# Rollout phases in which a canary variant exists (RollingBack: its weight is
+# already 0; it is removed once the route no longer sends it traffic).
+IN_FLIGHT = ("Progressing", "Promoting", "RollingBack")
+# Phases in which nothing is rolling out.
+DONE = ("Idle", "Succeeded", "RolledBack")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -840,9 +1397,30 @@ class RolloutStatus:
     step: int = spec_field("Index into spec.rollout.steps; -1 before the first.", default=-1)
     canary_weight: int = spec_field("Traffic percent on the canary.", default=0)
     failed_checks: int = spec_field("Failed analysis checks in this rollout.", default=0)
-    step_started_at: str | None = spec_field("When the current step began.", default=None)
-    last_progress_at: str | None = spec_field("When a step last completed.", default=None)
+    step_started_at: float | None = spec_field(
+        "When the current step began.", default=None, timestamp=True
+    )
+    last_progress_at: float | None = spec_field(
+        "When a step last completed.", default=None, timestamp=True
+    )
     message: str = spec_field("What happened last and why.", default="")
+    paused: bool = spec_field("spec.rollout.paused holds the rollout.", default=False)
+    analysis: AnalysisStatus | None = spec_field(
+        "The canary's evidence and verdicts against its baseline, per signal.", default=None
+    )
+    handled: HandledRequests | None = spec_field(
+        "One-shot requests already acted on.", default=None
+    )
+
+    @property
+    def in_flight(self) -> bool:
+        """A canary exists beside the stable variant."""
+        return self.phase in IN_FLIGHT and self.stable is not None and self.canary is not None
+
+    @property
+    def promoted(self) -> bool:
+        """While promoting, main already serves the canary's revision."""
+        return self.phase == "Promoting"
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -870,6 +1448,105 @@ class InferenceServiceStatus:
         default=(),
     )
     rollout: RolloutStatus | None = spec_field("Canary rollout state.", default=None)
+    experiment: ExperimentStatus | None = spec_field(
+        "A/B verdicts (spec.experiment).", default=None
+    )
     spec_error: str | None = spec_field(
         "Why the spec cannot be served, when it cannot.", default=None
     )
+
+    # ------------------------------------------------------------- the wire
+
+    @classmethod
+    def from_dict(cls, data: Any) -> InferenceServiceStatus:
+        """``.status`` as read from the apiserver (None or {} gives the empty status)."""
+        return load(cls, data)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``.status`` to write: unset fields and empty lists are left out."""
+        out: dict[str, Any] = to_dict(self, omit_empty=True)
+        return out
+
+    # ----------------------------------------------------------- conditions
+
+    def condition(self, type_: str) -> Condition | None:
+        for c in self.conditions:
+            if c.type == type_:
+                return c
+        return None
+
+    def with_condition(
+        self,
+        type_: str,
+        status: bool | str,
+        reason: str,
+        message: str,
+        now: float,
+        generation: int | None = None,
+    ) -> InferenceServiceStatus:
+        """Set one condition (as meta.SetStatusCondition): lastTransitionTime
+        moves only when its status changes; the order of conditions is kept."""
+        st = ("True" if status else "False") if isinstance(status, bool) else status
+
+        def new(at: float) -> Condition:
+            return Condition(
+                type=type_,
+                status=st,
+                reason=reason,
+                message=message,
+                last_transition_time=at,
+                observed_generation=generation,
+            )
+
+        before = self.condition(type_)
+        if before is None:
+            return replace(self, conditions=(*self.conditions, new(now)))
+        kept = before.last_transition_time
+        c = new(kept if before.status == st and kept is not None else now)
+        if c == before:
+            return self
+        return replace(self, conditions=tuple(c if x is before else x for x in self.conditions))
+
+    def without_condition(self, type_: str) -> InferenceServiceStatus:
+        if self.condition(type_) is None:
+            return self
+        return replace(self, conditions=tuple(c for c in self.conditions if c.type != type_))
+
+    def same_as(self, other: InferenceServiceStatus) -> bool:
+        """Equal but for when conditions last changed: nothing worth a write."""
+        if self is other:
+            return True
+        if [_untimed(c) for c in self.conditions] != [_untimed(c) for c in other.conditions]:
+            return False
+        return all(getattr(self, f) == getattr(other, f) for f in _BUT_CONDITIONS)
+
+    # ------------------------------------------------------------- readers
+
+    def scaled_replicas(self) -> dict[str, int]:
+        """Replicas the autoscaler decided and applied, per variant."""
+        return {s.variant: s.desired_replicas for s in self.scaling if s.applied}
+
+    def scaling_for(self, variant: str) -> ScalingStatus | None:
+        for s in self.scaling:
+            if s.variant == variant:
+                return s
+        return None
+
+    def signals_for(self, variant: str) -> Signals | None:
+        for s in self.signals:
+            if s.variant == variant:
+                return s
+        return None
+
+    def variant(self, name: str) -> VariantStatus | None:
+        for v in self.variants:
+            if v.name == name:
+                return v
+        return None
+
+
+def _untimed(c: Condition) -> tuple[str, str, str, str, int | None]:
+    return c.type, c.status, c.reason, c.message, c.observed_generation
+
+
+_BUT_CONDITIONS = tuple(f.name for f in fields(InferenceServiceStatus) if f.name != "conditions")

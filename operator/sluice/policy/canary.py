@@ -39,73 +39,32 @@ Rules that keep traffic safe:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
-from typing import Any, Literal
+from dataclasses import dataclass, field, replace
+from typing import Literal
 
-from ..api.v1alpha1 import AnalysisSpec, InferenceServiceSpec, seconds
-from .plan import IN_FLIGHT, Revision, canary_replicas
-from .signals import ERROR_RATE, P99_LATENCY, REQUEST_RATE, Reading, format_time, parse_time
+from ..api.v1alpha1 import (
+    BASELINE_VARIANT,
+    CANARY_VARIANT,
+    DONE,
+    IN_FLIGHT,
+    MAIN_VARIANT,
+    AnalysisSpec,
+    HandledRequests,
+    InferenceServiceSpec,
+    RolloutStatus,
+    seconds,
+)
+from . import analysis as an
+from .events import Event
+from .plan import Revision, baseline_share, canary_replicas
+from .signals import ERROR_RATE, P99_LATENCY, REQUEST_RATE, Reading, describe_missing
 
-DONE = ("Idle", "Succeeded", "RolledBack")
+# status.rollout, typed: the API's own status type (timestamps in epoch seconds).
+Rollout = RolloutStatus
 
 
 def rev(r: Revision | None) -> str:
     return "none" if r is None else f"version {r.version} ({r.image})"
-
-
-@dataclass(frozen=True)
-class Rollout:
-    """status.rollout, typed."""
-
-    phase: str = "Idle"
-    stable: Revision | None = None
-    canary: Revision | None = None
-    step: int = -1
-    canary_weight: int = 0
-    failed_checks: int = 0
-    step_started_at: float | None = None
-    last_progress_at: float | None = None
-    message: str = ""
-
-    @classmethod
-    def from_status(cls, d: Mapping[str, Any] | None) -> Rollout | None:
-        if not d:
-            return None
-
-        def revision(x: Any) -> Revision | None:
-            if not isinstance(x, Mapping) or "version" not in x or "image" not in x:
-                return None
-            return Revision(int(x["version"]), str(x["image"]))
-
-        return cls(
-            phase=str(d.get("phase") or "Idle"),
-            stable=revision(d.get("stable")),
-            canary=revision(d.get("canary")),
-            step=int(d.get("step", -1)),
-            canary_weight=int(d.get("canaryWeight", 0)),
-            failed_checks=int(d.get("failedChecks", 0)),
-            step_started_at=parse_time(d.get("stepStartedAt")),
-            last_progress_at=parse_time(d.get("lastProgressAt")),
-            message=str(d.get("message") or ""),
-        )
-
-    def to_status(self) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "phase": self.phase,
-            "step": self.step,
-            "canaryWeight": self.canary_weight,
-            "failedChecks": self.failed_checks,
-            "message": self.message,
-        }
-        if self.stable is not None:
-            out["stable"] = {"version": self.stable.version, "image": self.stable.image}
-        if self.canary is not None:
-            out["canary"] = {"version": self.canary.version, "image": self.canary.image}
-        if self.step_started_at is not None:
-            out["stepStartedAt"] = format_time(self.step_started_at)
-        if self.last_progress_at is not None:
-            out["lastProgressAt"] = format_time(self.last_progress_at)
-        return out
 
 
 @dataclass(frozen=True)
@@ -120,6 +79,14 @@ class World:
     routed_canary_weight: int | None = None  # canary weight last applied to the route
     canary: Mapping[str, Reading] | None = None
     stable: Mapping[str, Reading] | None = None
+    # The baseline variant (the stable revision beside the canary, same replicas and
+    # share); with spec.rollout.baseline false the canary is compared with main.
+    baseline: Mapping[str, Reading] | None = None
+    baseline_ready: int = 0  # ready pods of the baseline Deployment (stable revision)
+    # The rate window of the readings (s): one batch of evidence per window.
+    window_seconds: float = 60.0
+    # One-shot requests from annotations: {"abort"|"promote"|"retry": token}.
+    requests: Mapping[str, str] = field(default_factory=dict)
 
 
 Verdict = Literal["Pass", "Fail", "Inconclusive"]
@@ -132,13 +99,6 @@ class Check:
     # Readings whose absence made the check inconclusive (a metrics problem,
     # as opposed to too little traffic).
     missing: tuple[tuple[str, str, Reading], ...] = ()
-
-
-@dataclass(frozen=True)
-class Event:
-    type: str  # Normal or Warning
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)
@@ -242,7 +202,6 @@ def advance(spec: InferenceServiceSpec, prev: Rollout | None, w: World, now: flo
         return Outcome(None)
 
     r = prev or Rollout()
-    events: list[Event] = []
     if r.stable is None:
         stable = w.main_revision or w.spec_revision
         r = Rollout(
@@ -251,20 +210,92 @@ def advance(spec: InferenceServiceSpec, prev: Rollout | None, w: World, now: flo
             message=f"{rev(stable)} is stable: the first revision is deployed without a canary",
         )
 
+    r, control_events, forced = _requests(spec, r, w, now)
+    if forced is not None:
+        return replace(forced, events=(*control_events, *forced.events))
+    if control_events:
+        out = advance_phase(spec, r, w, now)
+        return replace(out, events=(*control_events, *out.events))
+    return advance_phase(spec, r, w, now)
+
+
+def advance_phase(spec: InferenceServiceSpec, r: Rollout, w: World, now: float) -> Outcome:
     if r.phase in DONE or r.canary is None:
         return _idle(r, w, now)
     if r.phase == "Progressing":
         return _progressing(spec, r, w, now)
     if r.phase == "Promoting":
         return _promoting(spec, r, w, now)
-    return _rolling_back(r, w, events)
+    return _rolling_back(r, w, [])
+
+
+def _handled(r: Rollout, kind: str, token: str) -> Rollout:
+    h = r.handled or HandledRequests()
+    return replace(r, handled=replace(h, **{kind: token}))
+
+
+def _requests(
+    spec: InferenceServiceSpec, r: Rollout, w: World, now: float
+) -> tuple[Rollout, tuple[Event, ...], Outcome | None]:
+    """Act on new one-shot request tokens (each once), in the order abort, promote,
+    retry. Returns the rollout with the tokens acknowledged, the Events, and the
+    outcome when a request decided this cycle."""
+    events: list[Event] = []
+    h = r.handled or HandledRequests()
+    for kind in ("abort", "promote", "retry"):
+        token = w.requests.get(kind)
+        if not token or token == getattr(h, kind):
+            continue
+        r = _handled(r, kind, token)
+        if kind == "abort":
+            if r.phase in ("Progressing", "Promoting") and r.canary is not None:
+                out = _rollback(r, f"aborted by request (sluice.dev/abort={token})")
+                return r, tuple(events), out
+            events.append(_ignored(kind, token, r))
+        elif kind == "promote":
+            if r.phase == "Progressing" and r.canary is not None and r.step >= 0:
+                msg = (
+                    f"promoted by request (sluice.dev/promote={token}), skipping the remaining "
+                    f"steps and analysis at {r.canary_weight}%: main moves to {rev(r.canary)} "
+                    f"at {w.main_replicas} replica(s) while the canary keeps its share"
+                )
+                out = Outcome(
+                    replace(
+                        r, phase="Promoting", step_started_at=now, last_progress_at=now,
+                        message=msg,
+                    ),
+                    (Event("Normal", "CanaryPromoting", msg),),
+                )  # fmt: skip
+                return r, tuple(events), out
+            events.append(_ignored(kind, token, r))
+        else:
+            if r.phase == "RolledBack" and r.canary == w.spec_revision:
+                started = _start(r, w, now, f"retry requested (sluice.dev/retry={token}): ")
+                return r, tuple(events), started
+            events.append(_ignored(kind, token, r))
+    return r, tuple(events), None
+
+
+def _ignored(kind: str, token: str, r: Rollout) -> Event:
+    where = {
+        "abort": "only a Progressing or Promoting rollout can be aborted",
+        "promote": "only a Progressing canary that has traffic can be promoted",
+        "retry": "only a RolledBack revision that the spec still names can be retried",
+    }[kind]
+    return Event(
+        "Warning", "RequestIgnored", f"{kind} request {token} ignored in phase {r.phase}: {where}"
+    )
 
 
 def _idle(r: Rollout, w: World, now: float) -> Outcome:
     if w.spec_revision == r.stable:
         return Outcome(r)
     if r.phase == "RolledBack" and r.canary == w.spec_revision:
-        return Outcome(r)  # not retried until the spec changes
+        return Outcome(r)  # not retried until the spec changes (or sluice retry)
+    return _start(r, w, now)
+
+
+def _start(r: Rollout, w: World, now: float, why: str = "") -> Outcome:
     started = Rollout(
         phase="Progressing",
         stable=r.stable,
@@ -274,8 +305,9 @@ def _idle(r: Rollout, w: World, now: float) -> Outcome:
         failed_checks=0,
         step_started_at=now,
         last_progress_at=now,
-        message=f"canary {rev(w.spec_revision)} started beside stable {rev(r.stable)}; it "
-        "gets traffic once it is ready for its first share",
+        handled=r.handled,
+        message=f"{why}canary {rev(w.spec_revision)} started beside stable {rev(r.stable)}; "
+        "it gets traffic once it is ready for its first share",
     )
     return Outcome(started, (Event("Normal", "CanaryStarted", started.message),))
 
@@ -318,76 +350,157 @@ def _progressing(spec: InferenceServiceSpec, r: Rollout, w: World, now: float) -
             f"no step completed within progressDeadline {a.progress_deadline} (last: {r.message})",
         )
 
+    if ro.paused:
+        # Held where it is; the deadline does not run while paused.
+        r = replace(r, last_progress_at=now, paused=True)
+    elif r.paused:
+        r = replace(r, paused=False, last_progress_at=now)
+
     if r.step < 0:
         need = canary_replicas(w.main_replicas, steps[0])
-        if w.canary_ready < need:
+        base_need = _baseline_need(spec, w.main_replicas, steps[0])
+        if w.canary_ready < need or w.baseline_ready < base_need:
             msg = (
-                f"waiting for canary {rev(r.canary)} to have {need} ready replica(s) before "
-                f"it gets {steps[0]}% ({w.canary_ready} ready)"
+                f"waiting for canary {rev(r.canary)} to have {need} ready replica(s)"
+                + (f" and the baseline {base_need}" if base_need else "")
+                + f" before it gets {steps[0]}% ({w.canary_ready} ready"
+                + (f", baseline {w.baseline_ready}" if base_need else "")
+                + ")"
             )
             return Outcome(replace(r, message=msg))
-        rate = _get(w.canary, REQUEST_RATE)
-        if not rate.ok:
+        missing = _unobserved(spec, w)
+        if missing:
             msg = (
-                f"canary {rev(r.canary)} is ready but not observed yet ({REQUEST_RATE} is "
-                f"{rate.describe()}): it gets no traffic before its metrics can be read"
+                f"canary {rev(r.canary)} is ready but not observed yet ("
+                + ", ".join(f"{v} {REQUEST_RATE} is {rd.describe()}" for v, _, rd in missing)
+                + "): it gets no traffic before its metrics can be read"
             )
             return Outcome(
-                replace(r, message=msg),
-                check=Check("Inconclusive", msg, (("canary", REQUEST_RATE, rate),)),
+                replace(r, message=msg), check=Check("Inconclusive", msg, tuple(missing))
             )
-        return _set_weight(r, 0, steps[0], now, f"canary has {w.canary_ready} ready replica(s)")
+        if ro.paused:
+            return Outcome(replace(r, message="paused (spec.rollout.paused) before the first step"))
+        moved = _set_weight(r, 0, steps[0], now, f"canary has {w.canary_ready} ready replica(s)")
+        assert moved.rollout is not None
+        fresh = an.start(CANARY_VARIANT, _baseline_name(spec), now)
+        return replace(moved, rollout=replace(moved.rollout, analysis=fresh))
+
+    # Every cycle with traffic: fold in the evidence, judge every signal.
+    prev_an = r.analysis or an.start(CANARY_VARIANT, _baseline_name(spec), now)
+    base = w.baseline if spec.rollout.baseline else w.stable
+    cmp = an.compare(
+        an.canary_criteria(spec),
+        an.canary_gate(spec),
+        prev_an,
+        w.canary,
+        base,
+        now,
+        w.window_seconds,
+    )
+    events = an.verdict_events(r.analysis, cmp, f"canary vs {prev_an.baseline}")
+    r = replace(r, analysis=cmp.status)
+    check = Check(cmp.verdict, cmp.describe(), _unobserved(spec, w, with_latency=True))
+    if cmp.verdict == "Fail":
+        failed = [j for j in cmp.judgements if j.verdict == "Fail"]
+        back = _rollback(
+            replace(r, failed_checks=r.failed_checks + 1),
+            f"at {r.canary_weight}%: " + "; ".join(j.describe() for j in failed),
+        )
+        return replace(back, events=(*events, *back.events), check=check)
+
+    if check.missing:
+        # Never act on missing data: no step, no promotion (a Fail above needs none).
+        msg = (
+            f"analysis at {r.canary_weight}% is inconclusive: "
+            + describe_missing(check.missing)
+            + f"; weight held (progressDeadline {a.progress_deadline})"
+        )
+        return Outcome(replace(r, message=msg), tuple(events), check)
+
+    if ro.paused:
+        msg = f"paused (spec.rollout.paused) at {r.canary_weight}%: {cmp.verdict} so far"
+        return Outcome(replace(r, message=msg), tuple(events), check)
 
     started = r.step_started_at if r.step_started_at is not None else now
     if now - started < ro.interval_seconds:
-        return Outcome(r)
-
-    check = analyse(a, analysis_metric(spec), w.canary, w.stable)
-    if check.verdict == "Fail":
-        failed = r.failed_checks + 1
-        if failed >= a.failure_threshold:
-            back = _rollback(
-                replace(r, failed_checks=failed),
-                f"{failed} failed check(s) reached failureThreshold {a.failure_threshold}; "
-                f"last at {r.canary_weight}%: {check.detail}",
-            )
-            return replace(back, check=check)
-        msg = (
-            f"check {failed}/{a.failure_threshold} failed at {r.canary_weight}%: "
-            f"{check.detail}; weight held"
-        )
-        return Outcome(
-            replace(r, failed_checks=failed, step_started_at=now, message=msg),
-            (Event("Warning", "CanaryCheckFailed", msg),),
-            check,
-        )
-    if check.verdict == "Inconclusive":
-        msg = (
-            f"analysis at {r.canary_weight}% is inconclusive: {check.detail}; weight held "
-            f"(progressDeadline {a.progress_deadline})"
-        )
-        return Outcome(replace(r, message=msg), check=check)
+        return Outcome(r, tuple(events), check)
 
     nxt = r.step + 1
     if nxt >= len(steps):
+        if cmp.verdict != "Pass":
+            msg = (
+                f"at the last step ({r.canary_weight}%), waiting for every signal to pass "
+                f"before promotion: {cmp.describe()} (progressDeadline {a.progress_deadline})"
+            )
+            return Outcome(replace(r, message=msg), tuple(events), check)
         msg = (
-            f"analysis passed at the last step ({r.canary_weight}%: {check.detail}); "
+            f"every signal passed at the last step ({r.canary_weight}%: {cmp.describe()}); "
             f"promoting: main moves to {rev(r.canary)} at {w.main_replicas} replica(s) while "
             "the canary keeps its share"
         )
         promoting = replace(
             r, phase="Promoting", step_started_at=now, last_progress_at=now, message=msg
         )
-        return Outcome(promoting, (Event("Normal", "CanaryPromoting", msg),), check)
-    need = canary_replicas(w.main_replicas, steps[nxt])
-    if w.canary_ready < need:
+        return Outcome(promoting, (*events, Event("Normal", "CanaryPromoting", msg)), check)
+    if cmp.gated():
         msg = (
-            f"analysis passed at {r.canary_weight}%; waiting for the canary to have {need} "
-            f"ready replica(s) before it gets {steps[nxt]}% ({w.canary_ready} ready)"
+            f"analysis at {r.canary_weight}% has too few samples to move on: {cmp.describe()}; "
+            f"weight held (progressDeadline {a.progress_deadline})"
         )
-        return Outcome(replace(r, message=msg), check=check)
-    moved = _set_weight(r, nxt, steps[nxt], now, f"analysis passed: {check.detail}")
-    return replace(moved, check=check)
+        return Outcome(replace(r, message=msg), tuple(events), check)
+    worse = cmp.worse()
+    if worse:
+        msg = (
+            f"analysis at {r.canary_weight}%: the canary is worse than the baseline, so far "
+            "within tolerance: " + "; ".join(j.describe() for j in worse) + "; weight held "
+            f"until the evidence decides (progressDeadline {a.progress_deadline})"
+        )
+        return Outcome(replace(r, message=msg), tuple(events), check)
+    need = canary_replicas(w.main_replicas, steps[nxt])
+    base_need = _baseline_need(spec, w.main_replicas, steps[nxt])
+    if w.canary_ready < need or w.baseline_ready < base_need:
+        msg = (
+            f"no regression at {r.canary_weight}%; waiting for the canary to have {need} "
+            f"ready replica(s)" + (f" and the baseline {base_need}" if base_need else "")
+            + f" before it gets {steps[nxt]}% ({w.canary_ready} ready)"
+        )  # fmt: skip
+        return Outcome(replace(r, message=msg), tuple(events), check)
+    moved = _set_weight(r, nxt, steps[nxt], now, f"no regression: {cmp.describe()}")
+    return replace(moved, events=(*events, *moved.events), check=check)
+
+
+def _baseline_name(spec: InferenceServiceSpec) -> str:
+    return BASELINE_VARIANT if spec.rollout.baseline else MAIN_VARIANT
+
+
+def _baseline_need(spec: InferenceServiceSpec, main_replicas: int, share: int) -> int:
+    """Ready pods the baseline needs before the canary gets ``share`` percent."""
+    if not spec.rollout.baseline:
+        return 0
+    return canary_replicas(main_replicas, baseline_share(share))
+
+
+def _unobserved(
+    spec: InferenceServiceSpec, w: World, with_latency: bool = False
+) -> tuple[tuple[str, str, Reading], ...]:
+    """Readings the analysis needs that are not values (a metrics problem)."""
+    sides = [("canary", w.canary)]
+    sides.append(("baseline", w.baseline) if spec.rollout.baseline else ("main", w.stable))
+    signals = [REQUEST_RATE]
+    if with_latency:
+        signals += [c.signal for c in an.canary_criteria(spec) if c.kind == "ratio"]
+    out = []
+    for name, rd in sides:
+        for sname in signals:
+            x = _get(rd, sname)
+            if not x.ok and not (sname != REQUEST_RATE and _idle_side(rd)):
+                out.append((name, sname, x))
+    return tuple(out)
+
+
+def _idle_side(rd: Mapping[str, Reading] | None) -> bool:
+    rate = _get(rd, REQUEST_RATE)
+    return rate.ok and rate.num() == 0
 
 
 def _set_weight(r: Rollout, step: int, weight: int, now: float, why: str) -> Outcome:

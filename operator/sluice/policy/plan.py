@@ -1,8 +1,9 @@
 """Decide the variants to run, their replicas and their traffic weights.
 
-Pure: the inputs are the parsed spec, what status remembers (the rollout and
-the autoscaler's decisions) and what was observed (ready replicas). The
-shell reads those, calls :func:`plan`, and renders the result.
+Pure: the inputs are the parsed spec, what status remembers (status.rollout,
+typed as :class:`~sluice.api.v1alpha1.RolloutStatus`, and the autoscaler's
+decisions) and what was observed (ready replicas). The shell reads those,
+calls :func:`plan`, and renders the result.
 """
 
 from __future__ import annotations
@@ -11,35 +12,19 @@ import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from ..api.v1alpha1 import CANARY_VARIANT, MAIN_VARIANT, InferenceServiceSpec
+from ..api.v1alpha1 import (
+    BASELINE_VARIANT,
+    CANARY_VARIANT,
+    MAIN_VARIANT,
+    InferenceServiceSpec,
+    RevisionStatus,
+    RolloutStatus,
+)
+from ..api.v1alpha1 import IN_FLIGHT as IN_FLIGHT
 from ..render.plan import Variant
 
-# Phases in which a canary variant exists (RollingBack: its weight is already 0,
-# it is removed once the route no longer sends it traffic).
-IN_FLIGHT = ("Progressing", "Promoting", "RollingBack")
-
-
-@dataclass(frozen=True)
-class Revision:
-    version: int
-    image: str
-
-
-@dataclass(frozen=True)
-class RolloutState:
-    """The parts of status.rollout the plan depends on."""
-
-    phase: str = "Idle"
-    stable: Revision | None = None
-    canary: Revision | None = None
-    canary_weight: int = 0
-    # While promoting, the main variant already serves the canary's revision
-    # and is scaled to full before traffic moves back to it.
-    promoted: bool = False
-
-    @property
-    def in_flight(self) -> bool:
-        return self.phase in IN_FLIGHT and self.stable is not None and self.canary is not None
+# A model version and image pair: the status type itself.
+Revision = RevisionStatus
 
 
 @dataclass(frozen=True)
@@ -50,13 +35,15 @@ class Observed:
     scaled: Mapping[str, int] = field(default_factory=dict)
     # Ready pods per variant.
     ready: Mapping[str, int] = field(default_factory=dict)
+    # An A/B winner promoted to main (status.experiment.promoted, promoteWinner).
+    promoted: Revision | None = None
 
 
 def spec_revision(spec: InferenceServiceSpec) -> Revision:
     return Revision(version=spec.model.version, image=spec.triton.image)
 
 
-def main_revision(spec: InferenceServiceSpec, rollout: RolloutState) -> Revision:
+def main_revision(spec: InferenceServiceSpec, rollout: RolloutStatus) -> Revision:
     """What the main variant serves.
 
     With the Canary strategy the main variant stays on the stable revision until
@@ -93,16 +80,18 @@ def canary_replicas(main_replicas: int, share_percent: int) -> int:
 
 def plan(
     spec: InferenceServiceSpec,
-    rollout: RolloutState | None = None,
+    rollout: RolloutStatus | None = None,
     observed: Observed | None = None,
 ) -> list[Variant]:
     observed = observed or Observed()
-    rollout = rollout or RolloutState()
+    rollout = rollout or RolloutStatus()
     variants: list[Variant] = []
 
     if spec.rollout.strategy != "Canary":
-        rollout = RolloutState()  # Rolling: main follows the spec; no canary
+        rollout = RolloutStatus()  # Rolling: main follows the spec; no canary
     main_rev = main_revision(spec, rollout)
+    if observed.promoted is not None and spec.rollout.strategy != "Canary":
+        main_rev = observed.promoted
     main_replicas = base_replicas(spec, MAIN_VARIANT, observed)
     variants.append(
         Variant(
@@ -129,6 +118,23 @@ def plan(
                 weight=rollout.canary_weight,
             )
         )
+        if spec.rollout.baseline and rollout.stable is not None:
+            # Kayenta's baseline: the stable revision with the canary's replicas and
+            # share, started and removed with it, so both see the same per-pod load.
+            canary = variants[-1]
+            bshare = baseline_share(share)
+            variants.append(
+                Variant(
+                    name=BASELINE_VARIANT,
+                    version=rollout.stable.version,
+                    image=rollout.stable.image,
+                    repository=spec.model.repository,
+                    replicas=canary.replicas
+                    if bshare == share
+                    else canary_replicas(main_replicas, bshare),
+                    weight=baseline_share(rollout.canary_weight),
+                )
+            )
 
     for v in spec.variants:
         variants.append(
@@ -144,7 +150,13 @@ def plan(
     return route_weights(variants, observed.ready if observed.ready else None)
 
 
-def canary_share(spec: InferenceServiceSpec, rollout: RolloutState) -> int:
+def baseline_share(canary_percent: int) -> int:
+    """The baseline's share beside a canary at ``canary_percent``: the same, as long as
+    both fit (above 50 % the baseline takes what is left)."""
+    return max(0, min(canary_percent, 100 - canary_percent))
+
+
+def canary_share(spec: InferenceServiceSpec, rollout: RolloutStatus) -> int:
     """The traffic percent the canary is sized for: the share it is about to
     receive, before it receives it."""
     return max(rollout.canary_weight, _next_step(spec, rollout.canary_weight))
@@ -170,6 +182,11 @@ def route_weights(variants: list[Variant], ready: Mapping[str, int] | None) -> l
             v if ready.get(v.name, 0) > 0 or ready.get(MAIN_VARIANT, 0) == 0 else _w(v, 0)
             for v in others
         ]
+        # A canary and its baseline are compared at the same share: one without
+        # traffic takes the other's away too.
+        pair = {v.name: v for v in others if v.name in (CANARY_VARIANT, BASELINE_VARIANT)}
+        if len(pair) == 2 and 0 in (pair[CANARY_VARIANT].weight, pair[BASELINE_VARIANT].weight):
+            others = [_w(v, 0) if v.name in pair else v for v in others]
     main_weight = max(0, 100 - sum(v.weight for v in others))
     return [_w(out[0], main_weight), *others]
 

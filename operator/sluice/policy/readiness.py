@@ -1,17 +1,18 @@
 """Status of an InferenceService from what was planned and what was observed.
 
-Pure. Conditions written here: SpecValid, Ready, Progressing, TrafficRouted.
-Other writers (the control loop) own MetricsAvailable, Scaling and Canary and
-merge theirs with :func:`set_condition` the same way.
+Pure, over the typed status. Conditions written here: SpecValid, Ready,
+Progressing, TrafficRouted. Other writers (the control decision,
+:mod:`sluice.policy.control`) own MetricsAvailable and Canary and set theirs
+with the same :meth:`~sluice.api.v1alpha1.InferenceServiceStatus.with_condition`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
-from ..api.v1alpha1 import MAIN_VARIANT
+from ..api.v1alpha1 import MAIN_VARIANT, InferenceServiceStatus, VariantStatus
 from ..render.plan import Variant
 
 
@@ -28,6 +29,23 @@ class DeploymentState:
     current: bool  # the Deployment controller has seen the latest spec
     version: int | None = None
     pods: int | None = None  # status.replicas: old and new pods not yet terminated
+    image: str | None = None  # the Triton container's image in the pod template
+    # What the Deployment's own conditions say blocks it (ReplicaFailure: the
+    # ReplicaSet cannot create pods; ProgressDeadlineExceeded), for the Ready message.
+    problem: str | None = None
+
+    @property
+    def current_ready(self) -> int:
+        """Ready pods running the Deployment's current template.
+
+        A lower bound: while a rolling update still has old pods, those are
+        assumed to be the ready ones. 0 while the Deployment controller has not
+        seen the latest template.
+        """
+        if not self.current:
+            return 0
+        total = self.pods or 0
+        return max(0, min(self.updated, self.ready - max(0, total - self.updated)))
 
     def rolled_out(self, wanted: int) -> bool:
         """The latest spec runs on exactly ``wanted`` ready pods and no old pod is left."""
@@ -40,88 +58,98 @@ class DeploymentState:
         )
 
 
+@dataclass(frozen=True)
+class PodState:
+    """What the policies need to know of one pod of a variant."""
+
+    name: str
+    variant: str
+    created: float | None = None  # creationTimestamp, epoch seconds
+    ready: bool = False  # the Ready condition is True
+    # When the Ready condition last became True (its lastTransitionTime): with
+    # ``created``, how long the pod took to load its model.
+    ready_since: float | None = None
+    deleting: bool = False  # has a deletionTimestamp
+
+    def starting(self, warmup: float, now: float) -> bool:
+        """Not ready yet, not going away, and younger than ``warmup`` seconds."""
+        return (
+            not self.deleting
+            and not self.ready
+            and self.created is not None
+            and now - self.created < warmup
+        )
+
+
+def deployment_problem(conditions: Sequence[Mapping[str, Any]]) -> str | None:
+    """What a Deployment's conditions say stops it: the ReplicaSet could not
+    create pods (a missing ServiceAccount or PriorityClass, a quota, a policy:
+    the FailedCreate the ReplicaSet controller reports), or no progress within
+    the Deployment's progressDeadlineSeconds."""
+    for c in conditions:
+        if c.get("type") == "ReplicaFailure" and c.get("status") == "True":
+            return f"ReplicaFailure ({c.get('reason') or 'FailedCreate'}): {c.get('message', '')}"
+    for c in conditions:
+        if (
+            c.get("type") == "Progressing"
+            and c.get("status") == "False"
+            and c.get("reason") == "ProgressDeadlineExceeded"
+        ):
+            return f"ProgressDeadlineExceeded: {c.get('message', '')}"
+    return None
+
+
+# Container waiting reasons that do not go away by themselves.
+STUCK_REASONS = (
+    "CrashLoopBackOff",
+    "ImagePullBackOff",
+    "ErrImagePull",
+    "ErrImageNeverPull",
+    "InvalidImageName",
+    "CreateContainerConfigError",
+    "CreateContainerError",
+    "RunContainerError",
+)
+
+
 def pod_problems(pods: Sequence[Mapping[str, Any]], variant_label: str) -> dict[str, str]:
     """Why pods of each variant are not running: the first unschedulable or
-    waiting reason found, for the Ready message."""
+    stuck container reason found, for the Ready message."""
     out: dict[str, str] = {}
     for p in pods:
         variant = ((p.get("metadata") or {}).get("labels") or {}).get(variant_label)
         if not variant or variant in out:
             continue
-        st = p.get("status") or {}
-        for c in st.get("conditions") or []:
-            if c.get("type") == "PodScheduled" and c.get("status") == "False":
-                out[variant] = f"pod {p['metadata']['name']} unschedulable: {c.get('message', '')}"
-                break
-        else:
-            for cs in st.get("containerStatuses") or []:
-                waiting = (cs.get("state") or {}).get("waiting") or {}
-                if waiting.get("reason") in ("CrashLoopBackOff", "ImagePullBackOff",
-                                             "ErrImagePull", "CreateContainerConfigError"):
-                    out[variant] = (
-                        f"pod {p['metadata']['name']} {waiting['reason']}: "
-                        f"{waiting.get('message', '')}".rstrip(": ")
-                    )
-                    break
+        why = _pod_problem(p)
+        if why:
+            out[variant] = f"pod {p['metadata']['name']} {why}"
     return out
 
 
-def set_condition(
-    conditions: Sequence[Mapping[str, Any]],
-    type_: str,
-    status: bool | str,
-    reason: str,
-    message: str,
-    now: str,
-    generation: int | None = None,
-) -> list[dict[str, Any]]:
-    """Replace one condition, keeping lastTransitionTime unless its status changes."""
-    st = ("True" if status else "False") if isinstance(status, bool) else status
-    out: list[dict[str, Any]] = []
-    found = False
-    for c in conditions:
-        if c.get("type") != type_:
-            out.append(dict(c))
+def _pod_problem(p: Mapping[str, Any]) -> str | None:
+    st = p.get("status") or {}
+    for c in st.get("conditions") or []:
+        if c.get("type") == "PodScheduled" and c.get("status") == "False":
+            return f"unschedulable: {c.get('message', '')}"
+    for cs in [*(st.get("initContainerStatuses") or []), *(st.get("containerStatuses") or [])]:
+        waiting = (cs.get("state") or {}).get("waiting") or {}
+        if waiting.get("reason") not in STUCK_REASONS:
             continue
-        found = True
-        ltt = c.get("lastTransitionTime") if c.get("status") == st else now
-        out.append(_cond(type_, st, reason, message, ltt or now, generation))
-    if not found:
-        out.append(_cond(type_, st, reason, message, now, generation))
-    return out
-
-
-def get_condition(conditions: Sequence[Mapping[str, Any]], type_: str) -> Mapping[str, Any] | None:
-    for c in conditions:
-        if c.get("type") == type_:
-            return c
+        why = f"{waiting['reason']}: {waiting.get('message', '')}".rstrip(": ")
+        last = (cs.get("lastState") or {}).get("terminated") or {}
+        if last:
+            why += f" (last exit code {last.get('exitCode')}"
+            why += f", {last['reason']})" if last.get("reason") else ")"
+        return why
     return None
 
 
-def _cond(
-    type_: str, status: str, reason: str, message: str, ltt: str, gen: int | None
-) -> dict[str, Any]:
-    c: dict[str, Any] = {
-        "type": type_,
-        "status": status,
-        "reason": reason,
-        "message": message,
-        "lastTransitionTime": ltt,
-    }
-    if gen is not None:
-        c["observedGeneration"] = gen
-    return c
-
-
 def invalid_spec_status(
-    status: Mapping[str, Any], error: str, generation: int, now: str
-) -> dict[str, Any]:
+    status: InferenceServiceStatus, error: str, generation: int, now: float
+) -> InferenceServiceStatus:
     """Status for a spec the operator cannot serve: say why; touch nothing else."""
-    new = dict(status)
-    conds = status.get("conditions") or []
-    conds = set_condition(conds, "SpecValid", False, "InvalidSpec", error, now, generation)
-    conds = set_condition(
-        conds,
+    new = status.with_condition("SpecValid", False, "InvalidSpec", error, now, generation)
+    new = new.with_condition(
         "Ready",
         False,
         "InvalidSpec",
@@ -129,14 +157,22 @@ def invalid_spec_status(
         now,
         generation,
     )
-    new["conditions"] = conds
-    new["specError"] = error
-    new["observedGeneration"] = generation
-    return new
+    return replace(new, spec_error=error, observed_generation=generation)
+
+
+def apply_failed_status(
+    status: InferenceServiceStatus, reason: str, message: str, generation: int, now: float
+) -> InferenceServiceStatus:
+    """Status when the children could not be written (the apiserver refused one,
+    or rendering failed): nothing was changed, so everything else stays as it was."""
+    text = f"nothing was changed, the running fleet is left as it was: {message}"
+    new = status.with_condition("Ready", False, reason, text, now, generation)
+    new = new.with_condition("Progressing", False, reason, text, now, generation)
+    return replace(new, observed_generation=generation)
 
 
 def served_status(
-    status: Mapping[str, Any],
+    status: InferenceServiceStatus,
     *,
     model: str,
     variants: Sequence[Variant],
@@ -146,19 +182,18 @@ def served_status(
     selector: str,
     route: tuple[bool, str, str] | None,
     rollout_in_flight: bool,
-    now: str,
+    now: float,
     problems: Mapping[str, str] | None = None,
-) -> dict[str, Any]:
+) -> InferenceServiceStatus:
     """Status after a reconcile that applied the plan.
 
     ``route`` is None without spec.router, else (ok, reason, message).
     """
-    new = {k: v for k, v in status.items() if k != "specError"}
-    conds: list[dict[str, Any]] = list(status.get("conditions") or [])
-    conds = set_condition(conds, "SpecValid", True, "Valid", "the spec is valid", now, generation)
+    new = replace(status, spec_error=None)
+    new = new.with_condition("SpecValid", True, "Valid", "the spec is valid", now, generation)
 
     lagging: list[str] = []
-    vstatus: list[dict[str, Any]] = []
+    vstatus: list[VariantStatus] = []
     total_ready = total_wanted = 0
     for v in variants:
         st = states.get(v.name)
@@ -166,22 +201,23 @@ def served_status(
         total_ready += ready
         total_wanted += v.replicas
         if st is None or not st.rolled_out(v.replicas):
-            why = (problems or {}).get(v.name)
+            reasons = [st.problem if st else None, (problems or {}).get(v.name)]
+            why = "; ".join(r for r in reasons if r)
             lagging.append(
                 f"{v.name} {ready}/{v.replicas} ready (version {v.version})"
                 + (f": {why}" if why else "")
             )
         vstatus.append(
-            {
-                "name": v.name,
-                "version": v.version,
-                "image": v.image,
-                "replicas": st.replicas if st else 0,
-                "readyReplicas": ready,
-                "desiredReplicas": v.replicas,
-                "weight": v.weight,
-                "deployment": st.name if st else None,
-            }
+            VariantStatus(
+                name=v.name,
+                version=v.version,
+                image=v.image,
+                replicas=st.replicas if st else 0,
+                ready_replicas=ready,
+                desired_replicas=v.replicas,
+                weight=v.weight,
+                deployment=st.name if st else None,
+            )
         )
     main = next(v for v in variants if v.name == MAIN_VARIANT)
     main_state = states.get(MAIN_VARIANT)
@@ -196,7 +232,7 @@ def served_status(
             "Serving",
             f"{total_ready} pod(s) serve {model} across {len(variants)} variant(s)",
         )
-    conds = set_condition(conds, "Ready", *ready_c, now, generation)
+    new = new.with_condition("Ready", *ready_c, now, generation)
 
     if rollout_in_flight:
         prog = (True, "CanaryInProgress", "a canary rollout is under way")
@@ -204,25 +240,22 @@ def served_status(
         prog = (True, "RollingOut", "waiting for " + "; ".join(lagging))
     else:
         prog = (False, "Complete", "every variant runs its desired version and replicas")
-    conds = set_condition(conds, "Progressing", *prog, now, generation)
+    new = new.with_condition("Progressing", *prog, now, generation)
 
     if route is not None:
-        conds = set_condition(conds, "TrafficRouted", *route, now, generation)
+        new = new.with_condition("TrafficRouted", *route, now, generation)
     else:
-        conds = [c for c in conds if c.get("type") != "TrafficRouted"]
+        new = new.without_condition("TrafficRouted")
 
-    new.update(
-        {
-            "observedGeneration": generation,
-            "conditions": conds,
-            "url": url,
-            "model": model,
-            "version": main.version,
-            "replicas": main_state.replicas if main_state else 0,
-            "readyReplicas": total_ready,
-            "ready": f"{total_ready}/{total_wanted}",
-            "selector": selector,
-            "variants": vstatus,
-        }
+    return replace(
+        new,
+        observed_generation=generation,
+        url=url,
+        model=model,
+        version=main.version,
+        replicas=main_state.replicas if main_state else 0,
+        ready_replicas=total_ready,
+        ready=f"{total_ready}/{total_wanted}",
+        selector=selector,
+        variants=tuple(vstatus),
     )
-    return new

@@ -32,12 +32,28 @@ The rule, in order:
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from ..api.v1alpha1 import ScalingSpec
-from .signals import REQUEST_RATE, Reading, format_time, parse_time
+from ..api.v1alpha1 import ScalingSpec, ScalingStatus, Signals
+from . import queueing
+from .signals import (
+    BATCH_SIZE,
+    COMPUTE_TIME,
+    P95_TYPICAL,
+    P99_TYPICAL,
+    PENDING,
+    PENDING_GROWTH,
+    QUEUE_TIME,
+    RATE_1M_AGO,
+    RATE_2M_AGO,
+    RATE_3M_AGO,
+    RATE_NOW,
+    REQUEST_RATE,
+    SCRAPE_SECONDS,
+    Reading,
+)
 
 UP, DOWN = "Up", "Down"
 
@@ -50,18 +66,31 @@ class Previous:
     pending_direction: str | None = None
     pending_since: float | None = None
     last_scale_time: float | None = None
+    # Policy Demand's memory: the most replicas asked for while a scale-down
+    # stabilises, the model's correction factor and the measured load time.
+    pending_replicas: int | None = None
+    pending_low_replicas: int | None = None
+    pending_low_since: float | None = None
+    correction: float | None = None
+    tail_correction: float | None = None
+    load_time: float | None = None
 
     @classmethod
-    def from_status(cls, entry: Mapping[str, Any] | None) -> Previous:
-        if not entry:
+    def from_status(cls, entry: ScalingStatus | None) -> Previous:
+        if entry is None:
             return cls()
-        d = entry.get("desiredReplicas")
-        pdir = entry.get("pendingDirection")
+        pdir = entry.pending_direction
         return cls(
-            desired=int(d) if isinstance(d, int) else None,
+            desired=entry.desired_replicas,
             pending_direction=pdir if pdir in (UP, DOWN) else None,
-            pending_since=parse_time(entry.get("pendingSince")),
-            last_scale_time=parse_time(entry.get("lastScaleTime")),
+            pending_since=entry.pending_since,
+            last_scale_time=entry.last_scale_time,
+            pending_replicas=entry.pending_replicas,
+            pending_low_replicas=entry.pending_low_replicas,
+            pending_low_since=entry.pending_low_since,
+            correction=entry.correction,
+            tail_correction=entry.tail_correction,
+            load_time=entry.load_time_seconds,
         )
 
 
@@ -76,6 +105,13 @@ class ScaleInput:
     hold_down: str | None = None  # why scale-down is not allowed now
     # Fewest replicas the plan will run anyway (a canary sized for its traffic share).
     floor: int = 0
+    # Model-load times of the variant's ready pods (creation to ready, seconds),
+    # and the ages of its pods that are still loading.
+    load_times: tuple[float, ...] = ()
+    loading_ages: tuple[float, ...] = ()
+    # How long the youngest ready pod has been ready (None: unknown): the rate
+    # windows describe the current fleet only once it has been stable that long.
+    ready_for: float | None = None
 
 
 @dataclass(frozen=True)
@@ -94,55 +130,95 @@ class Decision:
     last_scale_time: float | None = None
     # Signals whose absence froze the decision: (signal, reading).
     missing: tuple[tuple[str, Reading], ...] = ()
+    # Policy Demand: the numbers behind the decision.
+    pending_replicas: int | None = None
+    pending_low: tuple[int, float] | None = None
+    demand: float | None = None
+    capacity: float | None = None
+    correction: float | None = None
+    tail_correction: float | None = None
+    predicted: float | None = None
+    load_time: float | None = None
 
     @property
     def changes(self) -> bool:
         return self.desired != self.current
 
-    def to_status(self, signals: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = {
-            "variant": self.variant,
-            "currentReplicas": self.current,
-            "desiredReplicas": self.desired,
-            "applied": self.applied,
-            "metric": self.metric,
-            "target": self.target,
-            "reason": f"{self.code}: {self.reason}",
-        }
-        if self.observed is not None:
-            out["observed"] = round(self.observed, 3)
-        if self.last_scale_time is not None:
-            out["lastScaleTime"] = format_time(self.last_scale_time)
-        if self.pending_direction is not None and self.pending_since is not None:
-            out["pendingDirection"] = self.pending_direction
-            out["pendingSince"] = format_time(self.pending_since)
-        if signals is not None:
-            out["signals"] = dict(signals)
-        return out
+    def to_status(self, signals: Signals | None = None) -> ScalingStatus:
+        pending = self.pending_direction is not None and self.pending_since is not None
+        return ScalingStatus(
+            variant=self.variant,
+            current_replicas=self.current,
+            desired_replicas=self.desired,
+            applied=self.applied,
+            metric=self.metric,
+            target=self.target,
+            reason=f"{self.code}: {self.reason}",
+            observed=None if self.observed is None else round(self.observed, 3),
+            last_scale_time=self.last_scale_time,
+            pending_direction=self.pending_direction if pending else None,
+            pending_since=self.pending_since if pending else None,
+            pending_replicas=self.pending_replicas if pending else None,
+            pending_low_replicas=self.pending_low[0] if pending and self.pending_low else None,
+            pending_low_since=self.pending_low[1] if pending and self.pending_low else None,
+            demand=_r(self.demand),
+            capacity_per_replica=_r(self.capacity),
+            correction=None if self.correction is None else round(self.correction, 4),
+            tail_correction=None
+            if self.tail_correction is None
+            else round(self.tail_correction, 4),
+            predicted_latency_ms=_r(self.predicted),
+            load_time_seconds=None if self.load_time is None else round(self.load_time, 1),
+            signals=signals,
+        )
 
 
-def significant(entry: Mapping[str, Any]) -> tuple[Any, ...]:
+def _r(x: float | None) -> float | None:
+    if x is None or not math.isfinite(x):
+        return None
+    if x == 0:
+        return 0.0
+    return round(x, max(0, 3 - math.floor(math.log10(abs(x)))))
+
+
+def significant(entry: ScalingStatus) -> tuple[Any, ...]:
     """The parts of a status.scaling entry whose change is worth a status write.
 
     Observed values move every cycle; they are rewritten only with a decision
     that changes or when the shell refreshes them.
     """
-    reason = str(entry.get("reason", ""))
     return (
-        entry.get("variant"),
-        entry.get("currentReplicas"),
-        entry.get("desiredReplicas"),
-        entry.get("applied"),
-        entry.get("metric"),
-        entry.get("target"),
-        reason.split(":", 1)[0],
-        entry.get("pendingDirection"),
-        entry.get("pendingSince"),
-        entry.get("lastScaleTime"),
+        entry.variant,
+        entry.current_replicas,
+        entry.desired_replicas,
+        entry.applied,
+        entry.metric,
+        entry.target,
+        entry.code,
+        entry.pending_direction,
+        entry.pending_since,
+        entry.last_scale_time,
+        entry.pending_replicas,
+        entry.pending_low_replicas,
+        entry.pending_low_since,
+        # What policy Demand remembers: rewritten when it moves by about 10 %.
+        None if not entry.correction else round(math.log(entry.correction) / math.log(1.1)),
+        None
+        if not entry.tail_correction
+        else round(math.log(entry.tail_correction) / math.log(1.05)),
+        None if entry.load_time_seconds is None else round(entry.load_time_seconds / 5),
     )
 
 
 def decide(spec: ScalingSpec, inp: ScaleInput, now: float) -> Decision:
+    """The variant's replicas by ``spec.policy``: Demand (default) or Proportional."""
+    if spec.policy == "Proportional":
+        return proportional(spec, inp, now)
+    return demand(spec, inp, now)
+
+
+def proportional(spec: ScalingSpec, inp: ScaleInput, now: float) -> Decision:
+    """The earlier rule: replicas x observed/target of the target signal."""
     metric, target = spec.target.metric, spec.target.value
     lo, hi = spec.min_replicas, spec.max_replicas
     cur, prev = inp.current, inp.previous
@@ -290,3 +366,379 @@ def decide(spec: ScalingSpec, inp: ScaleInput, now: float) -> Decision:
         pending=None if applied else (direction, since),
         last=last,
     )
+
+
+# ------------------------------------------------------------------ Demand
+
+# The correction factor is kept within this range: a bad reading moves it, never far.
+CORRECTION_RANGE = (0.25, 4.0)
+# It is measured only where queueing is measurable and the M/G/1 model holds:
+# utilisation within these bounds, no pod starting, the fleet unchanged for a
+# rate window and a scrape (SETTLE_SECONDS), and a steady rate (the last minute
+# within STEADY of the one before: the queue time of a changing load is not the
+# queue time of its mean).
+LEARN_RHO = (0.15, 0.9)
+SETTLE_SECONDS = 90.0
+STEADY = 0.1
+# The tail correction is measured where the model's prediction is at least this
+# fraction of the target (the region it is used in), and kept within TAIL_RANGE.
+TAIL_NEAR = 0.8
+TAIL_RANGE = (0.5, 2.0)
+# A queue backlog is sized to drain within one model-load time, at least this.
+DRAIN_MIN_SECONDS = 60.0
+
+
+def measured_load_time(spec: ScalingSpec, inp: ScaleInput) -> float | None:
+    """Creation-to-ready of the variant's pods (the longest seen), or what status
+    remembered; a pod still loading for longer raises it, within warmupSeconds."""
+    bound = float(spec.warmup_seconds) if spec.warmup_seconds > 0 else math.inf
+    seen = [d for d in inp.load_times if 0 <= d <= bound]
+    lt = max(seen) if seen else inp.previous.load_time
+    loading = [min(a, bound) for a in inp.loading_ages if a >= 0]
+    if loading and (lt is None or max(loading) > lt):
+        lt = max(loading)
+    return lt
+
+
+def demand(spec: ScalingSpec, inp: ScaleInput, now: float) -> Decision:
+    """Size the variant from its demand through the M/G/1 model (:mod:`.queueing`)."""
+    metric, target = spec.target.metric, spec.target.value
+    lo, hi = spec.min_replicas, spec.max_replicas
+    cur, prev = inp.current, inp.previous
+    applied = spec.mode == "Auto"
+    floor = max(lo, inp.floor)
+    load_time = measured_load_time(spec, inp)
+    sig = inp.signals
+    rd = sig.get(metric)
+    observed = rd.num() if rd is not None and rd.ok else None
+
+    def out(
+        desired: int,
+        code: str,
+        reason: str,
+        *,
+        pending: tuple[str, float] | None = None,
+        pending_replicas: int | None = None,
+        pending_low: tuple[int, float] | None = None,
+        last: float | None = prev.last_scale_time,
+        missing: tuple[tuple[str, Reading], ...] = (),
+        numbers: dict[str, float | None] | None = None,
+    ) -> Decision:
+        n = numbers or {}
+        return Decision(
+            variant=inp.variant,
+            current=cur,
+            desired=desired,
+            applied=applied,
+            metric=metric,
+            target=target,
+            code=code,
+            reason=reason,
+            observed=observed,
+            pending_direction=pending[0] if pending else None,
+            pending_since=pending[1] if pending else None,
+            last_scale_time=last,
+            missing=missing,
+            pending_replicas=pending_replicas if pending else None,
+            pending_low=pending_low if pending else None,
+            demand=n.get("demand"),
+            capacity=n.get("capacity"),
+            correction=n.get("correction", prev.correction),
+            tail_correction=n.get("tail_correction", prev.tail_correction),
+            predicted=n.get("predicted"),
+            load_time=load_time,
+        )
+
+    if cur > hi or cur < lo:
+        bounded = min(hi, max(lo, cur))
+        return out(
+            bounded,
+            "ScaleUp" if bounded > cur else "ScaleDown",
+            f"{cur} replicas is outside [minReplicas {lo}, maxReplicas {hi}]: {cur} -> {bounded}",
+            last=now,
+        )
+
+    rate = sig.get(REQUEST_RATE) or Reading("error", None, "not queried")
+    if not rate.ok:
+        return out(
+            cur,
+            "MetricsUnavailable",
+            f"holding {cur} replicas: {REQUEST_RATE} is {rate.describe()}; "
+            "missing data never scales in either direction",
+            missing=((REQUEST_RATE, rate),),
+        )
+
+    numbers: dict[str, float | None] = {}
+    if rate.num() == 0:
+        need_up, need_down = lo, lo
+        why = "no requests (request rate 0)"
+        numbers["demand"] = 0.0
+    else:
+        compute = sig.get(COMPUTE_TIME) or Reading("error", None, "not queried")
+        if not compute.ok or compute.num() <= 0:
+            return out(
+                cur,
+                "MetricsUnavailable",
+                f"holding {cur} replicas: {COMPUTE_TIME} is {compute.describe()} at "
+                f"{rate.num():.3g} req/s; missing data never scales in either direction",
+                missing=((COMPUTE_TIME, compute),),
+            )
+        need_up, need_down, why, numbers = _size(
+            spec, inp, rate.num(), compute.num(), load_time, now
+        )
+        # Until the correction has been measured once the model is only a prior
+        # (M/M/1, pessimistic for most models): it scales up only when the
+        # observed signal agrees.
+        if numbers.get("measured") is None and need_up > cur:
+            if observed is None or observed <= target:
+                why += f"; the model is not calibrated yet and {metric} is within target"
+                need_up = cur
+            else:
+                bound = max(cur, math.ceil(max(inp.ready, 1) * observed / target))
+                if bound < need_up:
+                    why += (
+                        f"; the model is not calibrated yet: at most {bound} replicas, "
+                        f"{metric} {observed:.3g}ms x {inp.ready} ready / target {target:g}ms"
+                    )
+                    need_up = bound
+
+    if need_up > cur:
+        if cur >= hi:
+            return out(cur, "AtMaxReplicas", f"{why}, but at maxReplicas {hi}", numbers=numbers)
+        proposal = min(hi, cur + spec.up_step, need_up)
+        since = (
+            prev.pending_since
+            if prev.pending_direction == UP and prev.pending_since is not None
+            else now
+        )
+        if now - since < spec.up_stabilization:
+            return out(
+                cur,
+                "Stabilizing",
+                f"{why}: {cur} -> {proposal} once this has held for {spec.up_stabilization}s "
+                f"(for {now - since:.0f}s so far)",
+                pending=(UP, since),
+                pending_replicas=proposal,
+                numbers=numbers,
+            )
+        return _act(out, prev, applied, cur, proposal, UP, since, why, now, numbers)
+
+    proposal = max(floor, cur - spec.down_step, need_down)
+    if proposal >= cur:
+        code = "AtMinReplicas" if cur <= floor and rate.num() == 0 else "Steady"
+        if cur <= floor and need_down <= floor:
+            code = "AtMinReplicas"
+        return out(cur, code, f"{why}: {cur} replicas", numbers=numbers)
+    if inp.hold_down:
+        return out(cur, "HeldDuringRollout", f"{why}, but {inp.hold_down}", numbers=numbers)
+
+    # Scale-down stabilisation, HPA's rule (the highest call of the window) kept in
+    # two levels: every call since ``since`` allowed ``high``; every call since
+    # ``low_since`` allowed ``low`` < high.
+    stab = spec.down_stabilization
+    if prev.pending_direction == DOWN and prev.pending_since is not None:
+        since = prev.pending_since
+        high = max(proposal, prev.pending_replicas or proposal)
+        low: tuple[int, float] | None = None
+        if prev.pending_low_replicas is not None and prev.pending_low_since is not None:
+            low = (max(proposal, prev.pending_low_replicas), prev.pending_low_since)
+        if proposal < (low[0] if low else high):
+            low = (proposal, now) if low is None or low[0] >= high else low
+        if low is not None and low[0] >= high:
+            low = None
+    else:
+        since, high, low = now, proposal, None
+    # The lowest level that has held for the window, else wait.
+    if low is not None and now - low[1] >= stab:
+        return _act(out, prev, applied, cur, low[0], DOWN, since, why, now, numbers)
+    if now - since >= stab:
+        if low is None:
+            return _act(out, prev, applied, cur, high, DOWN, since, why, now, numbers)
+        if high < cur:
+            # The higher level has held: go there, keep waiting for the lower one.
+            d = _act(out, prev, applied, cur, high, DOWN, since, why, now, numbers)
+            if applied:
+                return replace(
+                    d,
+                    pending_direction=DOWN,
+                    pending_since=low[1],
+                    pending_replicas=low[0],
+                    pending_low=None,
+                )
+            return d
+        since, high, low = low[1], low[0], None
+    return out(
+        cur,
+        "Stabilizing",
+        f"{why}: {cur} -> {high} once this has held for {stab}s (for {now - since:.0f}s so far)"
+        + (f", then {low[0]}" if low else ""),
+        pending=(DOWN, since),
+        pending_replicas=high,
+        pending_low=low,
+        numbers=numbers,
+    )
+
+
+def _act(
+    out: Callable[..., Decision],
+    prev: Previous,
+    applied: bool,
+    cur: int,
+    proposal: int,
+    direction: str,
+    since: float,
+    why: str,
+    now: float,
+    numbers: dict[str, float | None],
+) -> Decision:
+    if proposal == cur:
+        return out(cur, "Steady", f"{why}: {cur} replicas", numbers=numbers)
+    last = now if proposal != prev.desired else prev.last_scale_time
+    verb = "scale" if applied else "would scale"
+    return out(
+        proposal,
+        "ScaleUp" if direction == UP else "ScaleDown",
+        f"{why}: {verb} {cur} -> {proposal}",
+        # In Observe mode nothing is applied: the recommendation stays pending.
+        pending=None if applied else (direction, since),
+        pending_replicas=proposal,
+        last=last,
+        numbers=numbers,
+    )
+
+
+def _opt(signals: Mapping[str, Reading], name: str) -> float | None:
+    r = signals.get(name)
+    return r.num() if r is not None and r.ok else None
+
+
+def _size(
+    spec: ScalingSpec,
+    inp: ScaleInput,
+    rate: float,
+    exec_ms: float,
+    load_time: float | None,
+    now: float,
+) -> tuple[int, int, str, dict[str, float | None]]:
+    """Replicas needed to go up to and down to, why, and the numbers behind it."""
+    metric, target = spec.target.metric, spec.target.value
+    lo, hi = spec.min_replicas, spec.max_replicas
+    sig = inp.signals
+    prev = inp.previous
+    batch = _opt(sig, BATCH_SIZE)
+    batch = batch if batch is not None and batch >= 1 else 1.0
+    work = exec_ms / batch  # instance time per request, ms
+    queue = _opt(sig, QUEUE_TIME)
+    backlog = _opt(sig, PENDING)
+    growth = _opt(sig, PENDING_GROWTH)
+    ago1 = _opt(sig, RATE_1M_AGO)
+    ago2 = _opt(sig, RATE_2M_AGO)
+
+    # Correction: measured over predicted (M/M/1) mean queue time, where measurable.
+    k = prev.correction
+    measured: float | None = None
+    rho_now = queueing.utilisation(rate / inp.ready, work) if inp.ready > 0 else None
+    settled = (
+        inp.ready_for is not None
+        and inp.ready_for >= SETTLE_SECONDS
+        and (prev.last_scale_time is None or now - prev.last_scale_time >= SETTLE_SECONDS)
+    )
+    ref = ago1 if ago1 is not None else _opt(sig, RATE_NOW)
+    steady = ref is not None and abs(rate - ref) <= STEADY * max(rate, ref)
+    if (
+        queue is not None
+        and rho_now is not None
+        and LEARN_RHO[0] <= rho_now <= LEARN_RHO[1]
+        and inp.starting == 0
+        and inp.ready == inp.current
+        and settled
+        and steady
+    ):
+        expected = queueing.mean_wait_ms(rho_now, work, 1.0)
+        if expected > 0:
+            measured = min(max(queue / expected, CORRECTION_RANGE[0]), CORRECTION_RANGE[1])
+            k = measured
+    if k is None:
+        k = 1.0
+
+    # Tail correction: the typical pod's measured quantile over the model's, taken
+    # near the target (where the model is used), on the same steady fleet.
+    kt = prev.tail_correction
+    tail_measured = False
+    typical_signal = {"p99LatencyMs": P99_TYPICAL, "p95LatencyMs": P95_TYPICAL}.get(metric)
+    typical = _opt(sig, typical_signal) if typical_signal else None
+    if (
+        typical is not None
+        and rho_now is not None
+        and rho_now < 1
+        and inp.starting == 0
+        and inp.ready == inp.current
+        and settled
+        and steady
+    ):
+        model = queueing.predict_ms(metric, rate / inp.ready, work, exec_ms, k)
+        if math.isfinite(model) and model >= TAIL_NEAR * target:
+            kt = min(max(typical / model, TAIL_RANGE[0]), TAIL_RANGE[1])
+            tail_measured = True
+    if kt is None:
+        kt = 1.0
+
+    # Demand: arrivals (completions plus queue growth), the backlog to drain,
+    # and the rise a sustained trend brings over one model-load time. When the
+    # last scrape interval's rate is above the window's by more than Poisson
+    # noise (3 standard deviations), the load has just jumped: size for it now.
+    now_rate = _opt(sig, RATE_NOW)
+    base = rate
+    jumped = False
+    if now_rate is not None and now_rate > rate + 3 * math.sqrt(rate / SCRAPE_SECONDS):
+        base, jumped = now_rate, True
+    arrivals = max(0.0, base + growth) if growth is not None else base
+    lt = load_time or 0.0
+    drain_s = max(DRAIN_MIN_SECONDS, lt)
+    drain = backlog / drain_s if backlog else 0.0
+    rise = 0.0
+    ago3 = _opt(sig, RATE_3M_AGO)
+    if ago1 is not None and ago2 is not None and ago3 is not None:
+        # A trend rises in each of the last three minutes; a jump shows in at most
+        # two of them (the minute windows on either side of it).
+        per_minute = min(rate - ago1, ago1 - ago2, ago2 - ago3)
+        if per_minute > 0:
+            rise = per_minute * lt / 60.0
+    need = arrivals + drain + rise
+
+    cap = queueing.capacity(metric, target / kt, work, exec_ms, k)
+    cap_down = queueing.capacity(metric, target * (1 - spec.tolerance) / kt, work, exec_ms, k)
+    up = queueing.replicas_for(need, cap, hi)
+    settled_arrivals = max(0.0, rate + growth) if growth is not None else rate
+    down = queueing.replicas_for(max(arrivals, settled_arrivals) + drain, cap_down, hi)
+    need_up = max(lo, up if up is not None else hi + 1)
+    need_down = max(lo, down if down is not None else hi)
+    at = min(hi, need_up)
+    predicted = kt * queueing.predict_ms(metric, need / at, work, exec_ms, k)
+    parts = [f"completing {rate:.3g}" + (f", {base:.3g} in the last scrape" if jumped else "")]
+    if growth is not None and abs(growth) >= 0.05 * max(rate, 1.0):
+        parts.append(f"queue growth {growth:+.3g}")
+    if drain >= 0.01 * max(rate, 1.0) and backlog:
+        parts.append(f"backlog {backlog:.0f} to drain in {drain_s:.0f}s")
+    if rise:
+        parts.append(f"trend +{rise:.3g} over load time {lt:.0f}s")
+    why = (
+        f"demand {need:.3g} req/s ({', '.join(parts)}); one replica serves {cap:.3g} req/s "
+        f"within {metric} {target:g}ms (M/G/1: {exec_ms:.3g}ms per execution, batch "
+        f"{batch:.2g}, correction {k:.2f}{' measured' if measured is not None else ''}, "
+        f"tail {kt:.2f}{' measured' if tail_measured else ''}); "
+        f"predicted {metric} {_fmt(predicted)} at {at} replicas"
+    )
+    numbers: dict[str, float | None] = {
+        "demand": need,
+        "capacity": cap,
+        "correction": k if (measured is not None or prev.correction is not None) else None,
+        "predicted": predicted,
+        "tail_correction": kt if (tail_measured or prev.tail_correction is not None) else None,
+        "measured": measured if measured is not None else prev.correction,
+    }
+    return need_up, need_down, why, numbers
+
+
+def _fmt(x: float) -> str:
+    return f"{x:.3g}ms" if math.isfinite(x) else "unbounded (overloaded)"

@@ -18,11 +18,15 @@ peak: kedacore/keda#3065).
 
 from __future__ import annotations
 
-import datetime as dt
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
+
+# Re-exported: the one status timestamp format.
+from ..api.schema import format_time as format_time
+from ..api.schema import parse_time as parse_time
+from ..api.v1alpha1 import Signals
 
 REQUEST_RATE = "requestRate"
 ERROR_RATE = "errorRate"
@@ -30,13 +34,43 @@ AVG_LATENCY = "avgLatencyMs"
 QUEUE_TIME = "queueTimeMs"
 P95_LATENCY = "p95LatencyMs"
 P99_LATENCY = "p99LatencyMs"
-SIGNALS = (REQUEST_RATE, ERROR_RATE, AVG_LATENCY, QUEUE_TIME, P95_LATENCY, P99_LATENCY)
+COMPUTE_TIME = "computeTimeMs"
+BATCH_SIZE = "batchSize"
+PENDING = "pendingRequests"
+PENDING_GROWTH = "pendingGrowth"
+P95_TYPICAL = "p95LatencyTypicalMs"
+P99_TYPICAL = "p99LatencyTypicalMs"
+RATE_NOW = "requestRateNow"
+RATE_1M_AGO = "requestRate1mAgo"
+RATE_2M_AGO = "requestRate2mAgo"
+RATE_3M_AGO = "requestRate3mAgo"
+SIGNALS = (
+    REQUEST_RATE,
+    ERROR_RATE,
+    AVG_LATENCY,
+    QUEUE_TIME,
+    P95_LATENCY,
+    P99_LATENCY,
+    COMPUTE_TIME,
+    BATCH_SIZE,
+    PENDING,
+    PENDING_GROWTH,
+    RATE_NOW,
+    RATE_1M_AGO,
+    RATE_2M_AGO,
+    RATE_3M_AGO,
+    P95_TYPICAL,
+    P99_TYPICAL,
+)
+# The scrape interval of the pods (the rendered PodMonitor's): irate() spans it.
+SCRAPE_SECONDS = 15.0
 
 # The labels every result is grouped by. Pods carry them as sluice.dev/* labels;
 # the PodMonitor (or a plain Prometheus's relabelling) copies them onto each series.
 GROUP_LABELS = ("namespace", "inferenceservice", "variant")
 _BY = "sum by (namespace, inferenceservice, variant)"
 _MAX_BY = "max by (namespace, inferenceservice, variant)"
+_AVG_BY = "avg by (namespace, inferenceservice, variant)"
 
 
 def _rate(metric: str) -> str:
@@ -67,7 +101,51 @@ BUILTIN_QUERIES: dict[str, str] = {
     # whose quantile is NaN (no requests in their window).
     P95_LATENCY: f'{_MAX_BY} ({_SUMMARY}{{{{selector}},quantile="0.95"}}) / 1000',
     P99_LATENCY: f'{_MAX_BY} ({_SUMMARY}{{{{selector}},quantile="0.99"}}) / 1000',
+    # What the demand-based policy sizes from. Fleet sums of counters are
+    # additive: unlike the worst pod's quantile, they do not drift with the
+    # number of pods.
+    # Compute time per inference: the execution's time, shared by its batch
+    # (Triton adds each request's compute duration; a batch of b adds b times).
+    COMPUTE_TIME: (
+        f"{_rate('nv_inference_compute_infer_duration_us')} / {_rate('nv_inference_count')} / 1000"
+    ),
+    # Average dynamic batch size (Triton's metrics docs: inference / execution count).
+    BATCH_SIZE: f"{_rate('nv_inference_count')} / {_rate('nv_inference_exec_count')}",
+    # Requests waiting in the schedulers' queues, and how fast that grows: in
+    # overload the success counter shows only the completions, the queue the rest.
+    PENDING: f"{_BY} (nv_inference_pending_request_count{{{{selector}}}})",
+    PENDING_GROWTH: (
+        f"{_BY} (deriv(nv_inference_pending_request_count{{{{selector}}}}[{{window}}]))"
+    ),
+    # The typical pod's tail: the mean over pods of their own quantile (pods with
+    # no requests in their window, NaN, left out). An estimate of one pod's
+    # quantile when the Service spreads requests evenly; unlike the worst pod's
+    # it does not drift up with the number of pods. Used to correct the
+    # queueing model's tail, never as a bound.
+    P95_TYPICAL: f'{_AVG_BY} ({_SUMMARY}{{{{selector}},quantile="0.95"}} >= 0) / 1000',
+    P99_TYPICAL: f'{_AVG_BY} ({_SUMMARY}{{{{selector}},quantile="0.99"}} >= 0) / 1000',
+    # The request rate between the last two scrapes: reacts within one scrape
+    # interval where rate() averages the whole window.
+    RATE_NOW: f"{_BY} (irate(nv_inference_request_success{{{{selector}}}}[{{window}}]))",
+    # The request rate over the minute one and two minutes ago: with the current
+    # one, the rate's trend. Offsets, unlike a longer window, are not pulled down
+    # by pods younger than the window (their series start at zero).
+    RATE_1M_AGO: f"{_BY} (rate(nv_inference_request_success{{{{selector}}}}[1m] offset 1m))",
+    RATE_2M_AGO: f"{_BY} (rate(nv_inference_request_success{{{{selector}}}}[1m] offset 2m))",
+    RATE_3M_AGO: f"{_BY} (rate(nv_inference_request_success{{{{selector}}}}[1m] offset 3m))",
 }
+# Signals a decision may use when they are there; without them it says so and
+# sizes from the rest (older Triton builds export no pending-request gauge).
+OPTIONAL = (
+    PENDING,
+    PENDING_GROWTH,
+    RATE_NOW,
+    RATE_1M_AGO,
+    RATE_2M_AGO,
+    RATE_3M_AGO,
+    P95_TYPICAL,
+    P99_TYPICAL,
+)
 
 Key = tuple[str, str, str]  # (namespace, inferenceservice, variant)
 Kind = Literal["value", "nodata", "nan", "error"]
@@ -228,6 +306,13 @@ class Observations:
         return {s: self.reading(key, s) for s in SIGNALS}
 
 
+def not_configured() -> Observations:
+    """What a cycle observes when no Prometheus is configured: every signal an error."""
+    return Observations(
+        dict.fromkeys(SIGNALS, error("no Prometheus is configured (sluice run --prometheus-url)"))
+    )
+
+
 def merge(base: Observations, override: Mapping[str, dict[Key, Reading] | Reading]) -> Observations:
     """``base`` with the signals of ``override`` replaced (custom per-service queries)."""
     return Observations({**base.by_signal, **override})
@@ -236,12 +321,22 @@ def merge(base: Observations, override: Mapping[str, dict[Key, Reading] | Readin
 # -------------------------------------------------------------------- status
 
 _STATUS_FIELDS = {
-    REQUEST_RATE: "requestRate",
-    ERROR_RATE: "errorRate",
-    AVG_LATENCY: "avgLatencyMs",
-    QUEUE_TIME: "queueTimeMs",
-    P95_LATENCY: "p95LatencyMs",
-    P99_LATENCY: "p99LatencyMs",
+    REQUEST_RATE: "request_rate",
+    ERROR_RATE: "error_rate",
+    AVG_LATENCY: "avg_latency_ms",
+    QUEUE_TIME: "queue_time_ms",
+    P95_LATENCY: "p95_latency_ms",
+    P99_LATENCY: "p99_latency_ms",
+    COMPUTE_TIME: "compute_time_ms",
+    BATCH_SIZE: "batch_size",
+    PENDING: "pending_requests",
+    PENDING_GROWTH: "pending_growth",
+    RATE_NOW: "request_rate_now",
+    P95_TYPICAL: "p95_latency_typical_ms",
+    P99_TYPICAL: "p99_latency_typical_ms",
+    RATE_1M_AGO: "request_rate_1m_ago",
+    RATE_2M_AGO: "request_rate_2m_ago",
+    RATE_3M_AGO: "request_rate_3m_ago",
 }
 
 
@@ -253,49 +348,22 @@ def _round(x: float) -> float:
 
 
 def to_status(
-    readings: Mapping[str, Reading], observed_at: str, variant: str | None = None
-) -> dict[str, Any]:
+    readings: Mapping[str, Reading], observed_at: float, variant: str | None = None
+) -> Signals:
     """A status ``Signals`` object: the values, and each missing signal with why."""
-    out: dict[str, Any] = {}
-    if variant is not None:
-        out["variant"] = variant
+    values: dict[str, float] = {}
     missing: list[str] = []
     for s in SIGNALS:
         r = readings.get(s)
         if r is None:
             continue
         if r.ok:
-            out[_STATUS_FIELDS[s]] = _round(r.num())
+            values[_STATUS_FIELDS[s]] = _round(r.num())
         else:
             missing.append(f"{s}: {r.describe()}")
-    if missing:
-        out["missing"] = missing
-    out["observedAt"] = observed_at
-    return out
+    return Signals(variant=variant, missing=tuple(missing), observed_at=observed_at, **values)
 
 
 def describe_missing(items: Iterable[tuple[str, str, Reading]]) -> str:
     """'main p99LatencyMs: no data (...)' lines joined, for conditions and events."""
     return "; ".join(f"{variant} {signal}: {r.describe()}" for variant, signal, r in items)
-
-
-# ---------------------------------------------------------------------- time
-
-
-def format_time(t: float) -> str:
-    """Epoch seconds as RFC 3339 UTC with milliseconds (status timestamps)."""
-    d = dt.datetime.fromtimestamp(t, dt.UTC)
-    return d.strftime("%Y-%m-%dT%H:%M:%S.") + f"{d.microsecond // 1000:03d}Z"
-
-
-def parse_time(s: Any) -> float | None:
-    """RFC 3339 (as written by :func:`format_time` or Kubernetes) to epoch seconds."""
-    if not isinstance(s, str) or not s:
-        return None
-    try:
-        d = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if d.tzinfo is None:
-        d = d.replace(tzinfo=dt.UTC)
-    return d.timestamp()

@@ -1,11 +1,30 @@
-"""Apply a set of owned objects of one kind and prune the ones no longer wanted."""
+"""Apply the owned objects of an InferenceService and prune the ones no longer wanted.
+
+In three steps, so that a set the apiserver refuses changes nothing:
+
+1. :func:`plan_kind` reads what exists and decides, per kind, which desired
+   objects differ from the live ones and which owned objects are no longer wanted;
+2. :func:`refusals` sends every object to be written as a server-side-apply
+   dry run (``dryRun=All``: validation, admission, quota; nothing stored) and
+   collects what the apiserver refuses, quoting its reason;
+3. :func:`execute` writes, only when nothing was refused.
+
+A refusal is any 4xx answer except the transient ones (408, 429): an invalid
+object (422), a quota or an admission policy (403), an immutable field, a
+conflict (409); and server-side apply's 500 for an object that does not fit
+its kind's schema. Those depend on the input and on the cluster, not on timing, so
+the reconciler reports them in status and backs off instead of retrying hot.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
+
+from kubernetes.client.exceptions import ApiException
 
 from ..render import LABEL_ISVC, MANAGED_BY, Meta
 from .kube import Kube
@@ -90,3 +109,129 @@ def sync_kind(
 def _owned_by(obj: Mapping[str, Any], meta: Meta) -> bool:
     refs = obj.get("metadata", {}).get("ownerReferences") or []
     return not meta.uid or any(r.get("uid") == meta.uid for r in refs)
+
+
+# ------------------------------------------------- plan, validate, execute
+
+
+@dataclass
+class KindPlan:
+    """What one kind needs: objects to apply, owned objects to delete."""
+
+    api_version: str
+    kind: str
+    apply: list[Mapping[str, Any]] = field(default_factory=list)
+    delete: list[str] = field(default_factory=list)
+    result: SyncResult = field(default_factory=SyncResult)
+
+    @property
+    def changes(self) -> bool:
+        return bool(self.apply or self.delete)
+
+
+def plan_kind(
+    kube: Kube,
+    meta: Meta,
+    api_version: str,
+    kind: str,
+    desired: Sequence[Mapping[str, Any]],
+) -> KindPlan:
+    """Reads only: which of ``desired`` differ from live, which owned objects go."""
+    plan = KindPlan(api_version, kind)
+    existing = {
+        o["metadata"]["name"]: o
+        for o in kube.list(api_version, kind, meta.namespace, owned_selector(meta))
+        if _owned_by(o, meta)
+    }
+    for obj in desired:
+        name = obj["metadata"]["name"]
+        live = existing.get(name) or kube.get(api_version, kind, meta.namespace, name)
+        if live is not None and covers(live, obj):
+            plan.result.live[name] = live
+        else:
+            plan.apply.append(obj)
+    wanted = {o["metadata"]["name"] for o in desired}
+    plan.delete = sorted(set(existing) - wanted)
+    return plan
+
+
+def is_refusal(e: BaseException) -> bool:
+    """An answer about the object, not about the moment. Server-side apply
+    answers 500 when the object does not fit the kind's schema (a list where an
+    object belongs: "failed to create typed patch object"), which no retry fixes."""
+    if not isinstance(e, ApiException):
+        return False
+    if e.status == 500 and "failed to create typed patch object" in reason_of(e):
+        return True
+    return 400 <= (e.status or 0) < 500 and e.status not in (408, 429)
+
+
+def reason_of(e: ApiException) -> str:
+    """The apiserver's own words: the Status message, else the HTTP reason."""
+    try:
+        body = json.loads(e.body or "{}")
+    except (TypeError, ValueError):
+        body = {}
+    message = body.get("message") if isinstance(body, dict) else None
+    return str(message or e.reason or f"HTTP {e.status}")
+
+
+def child_name(obj: Mapping[str, Any]) -> str:
+    return f"{obj['kind']}/{obj['metadata']['name']}"
+
+
+def refusals(kube: Kube, plans: Sequence[KindPlan]) -> list[str]:
+    """Dry-run every write of ``plans``; ``"Kind/name: reason"`` for each refused."""
+    out: list[str] = []
+    for plan in plans:
+        for obj in plan.apply:
+            try:
+                kube.dry_run_apply(obj)
+            except ApiException as e:
+                if not is_refusal(e):
+                    raise
+                out.append(f"{child_name(obj)}: {reason_of(e)}")
+    return out
+
+
+class Refused(Exception):
+    """A write the apiserver refused after the dry run passed (a race)."""
+
+    def __init__(self, messages: list[str]) -> None:
+        super().__init__("; ".join(messages))
+        self.messages = messages
+
+
+def execute(kube: Kube, meta: Meta, plans: Sequence[KindPlan]) -> list[SyncResult]:
+    """Write the plans: applies in order, then deletions. Raises :class:`Refused`."""
+    for plan in plans:
+        for obj in plan.apply:
+            name = obj["metadata"]["name"]
+            try:
+                plan.result.live[name] = kube.apply(obj)
+            except ApiException as e:
+                if not is_refusal(e):
+                    raise
+                raise Refused([f"{child_name(obj)}: {reason_of(e)}"]) from None
+            plan.result.applied.append(f"{plan.kind}/{name}")
+            log.info("applied %s %s/%s", plan.kind, meta.namespace, name)
+    for plan in plans:
+        for name in plan.delete:
+            try:
+                gone = kube.delete(plan.api_version, plan.kind, meta.namespace, name)
+            except ApiException as e:
+                if not is_refusal(e):
+                    raise
+                raise Refused([f"{plan.kind}/{name} (delete): {reason_of(e)}"]) from None
+            if gone:
+                plan.result.deleted.append(f"{plan.kind}/{name}")
+                log.info("deleted %s %s/%s", plan.kind, meta.namespace, name)
+    return [p.result for p in plans]
+
+
+def fingerprint(plans: Sequence[KindPlan]) -> str:
+    """Identifies the writes a plan needs: an unchanged fingerprint means a retry
+    would send the apiserver exactly what it refused."""
+    return json.dumps(
+        [[p.kind, list(p.apply), p.delete] for p in plans], sort_keys=True, default=str
+    )

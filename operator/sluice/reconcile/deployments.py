@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from ..policy.readiness import DeploymentState
+from ..policy.readiness import DeploymentState, deployment_problem
 from ..render import LABEL_VARIANT, LABEL_VERSION, Meta
 from .apply import SyncResult, owned_selector, sync_kind
 from .kube import Kube
@@ -25,7 +25,20 @@ def observe(live: Mapping[str, Any]) -> DeploymentState:
         current=int(st.get("observedGeneration") or 0) >= int(md.get("generation") or 0),
         version=_int((md.get("labels") or {}).get(LABEL_VERSION)),
         pods=int(st.get("replicas") or 0),
+        image=triton_image(live),
+        problem=deployment_problem(st.get("conditions") or []),
     )
+
+
+def triton_image(dep: Mapping[str, Any]) -> str | None:
+    """The image of the Deployment's Triton container."""
+    containers = (((dep.get("spec") or {}).get("template") or {}).get("spec") or {}).get(
+        "containers"
+    ) or []
+    for c in containers:
+        if c.get("name") == "triton":
+            return str(c.get("image"))
+    return None
 
 
 def _int(s: str | None) -> int | None:

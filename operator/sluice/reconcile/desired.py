@@ -8,8 +8,15 @@ from typing import Any
 import yaml
 
 from ..api.schema import SpecError
-from ..api.v1alpha1 import API_VERSION, KIND, InferenceServiceSpec, check_name, parse_spec
-from ..policy.plan import Observed, Revision, RolloutState, plan
+from ..api.v1alpha1 import (
+    API_VERSION,
+    KIND,
+    InferenceServiceSpec,
+    InferenceServiceStatus,
+    check_name,
+    parse_spec,
+)
+from ..policy.plan import Observed, plan
 from ..render import Meta, Variant, render_all
 
 
@@ -21,29 +28,6 @@ def meta_of(obj: Mapping[str, Any], namespace: str | None = None) -> Meta:
     )
 
 
-def rollout_state(status: Mapping[str, Any] | None) -> RolloutState:
-    r = (status or {}).get("rollout") or {}
-
-    def rev(d: Mapping[str, Any] | None) -> Revision | None:
-        return Revision(int(d["version"]), str(d["image"])) if d else None
-
-    return RolloutState(
-        phase=r.get("phase", "Idle"),
-        stable=rev(r.get("stable")),
-        canary=rev(r.get("canary")),
-        canary_weight=int(r.get("canaryWeight", 0)),
-        promoted=r.get("phase") == "Promoting",
-    )
-
-
-def scaled_replicas(status: Mapping[str, Any] | None) -> dict[str, int]:
-    return {
-        s["variant"]: int(s["desiredReplicas"])
-        for s in (status or {}).get("scaling") or []
-        if s.get("applied") and "desiredReplicas" in s
-    }
-
-
 def desired(
     obj: Mapping[str, Any],
     spec: InferenceServiceSpec,
@@ -51,12 +35,20 @@ def desired(
     ready: Mapping[str, int] | None = None,
     with_podmonitor: bool = False,
     namespace: str | None = None,
+    status: InferenceServiceStatus | None = None,
 ) -> tuple[list[Variant], list[dict[str, Any]]]:
-    status = obj.get("status") or {}
+    """The variants and the objects to apply. ``status``: the object's status,
+    already parsed (parsed from ``obj`` when not given)."""
+    if status is None:
+        status = InferenceServiceStatus.from_dict(obj.get("status"))
     variants = plan(
         spec,
-        rollout_state(status),
-        Observed(scaled=scaled_replicas(status), ready=dict(ready or {})),
+        status.rollout,
+        Observed(
+            scaled=status.scaled_replicas(),
+            ready=dict(ready or {}),
+            promoted=status.experiment.promoted if status.experiment else None,
+        ),
     )
     meta = meta_of(obj, namespace)
     return variants, render_all(meta, spec, variants, with_podmonitor=with_podmonitor)

@@ -15,6 +15,7 @@ from typing import Any
 import jinja2
 import yaml
 
+from ..api.schema import to_dict
 from ..api.v1alpha1 import API_VERSION, KIND, MAIN_VARIANT, InferenceServiceSpec
 from . import triton
 from .plan import Meta, Variant, deployment_name, variant_service_name
@@ -124,7 +125,7 @@ def _owned(meta: Meta, obj: dict[str, Any]) -> dict[str, Any]:
 
 def affinity(spec: InferenceServiceSpec) -> dict[str, Any]:
     """GPU product node affinity merged with the user's affinity terms."""
-    user: dict[str, Any] = json.loads(json.dumps(spec.pod_template.affinity))  # deep copy
+    user: dict[str, Any] = _pruned(to_dict(spec.pod_template.affinity))
     if spec.gpu.count > 0 and spec.gpu.products:
         term = {
             "matchExpressions": [
@@ -154,8 +155,28 @@ def affinity(spec: InferenceServiceSpec) -> dict[str, Any]:
     return user
 
 
+def _pruned(typed: dict[str, Any]) -> dict[str, Any]:
+    """The parsed affinity as pod-spec data, without the empty lists and objects the
+    typed form has and the apiserver would drop (``covers`` would never hold). The
+    pass-through podAffinity/podAntiAffinity are kept exactly as given."""
+
+    def prune(x: Any) -> Any:
+        if isinstance(x, dict):
+            return {k: p for k, v in x.items() if (p := prune(v)) not in ({}, [], None)}
+        if isinstance(x, list):
+            return [prune(i) for i in x]
+        return x
+
+    out = dict(typed)
+    if "nodeAffinity" in out:
+        out["nodeAffinity"] = prune(out["nodeAffinity"])
+        if not out["nodeAffinity"]:
+            del out["nodeAffinity"]
+    return out
+
+
 def tolerations(spec: InferenceServiceSpec) -> list[dict[str, Any]]:
-    tols = [dict(t) for t in spec.pod_template.tolerations]
+    tols: list[dict[str, Any]] = [to_dict(t) for t in spec.pod_template.tolerations]
     if spec.gpu.count > 0:
         tols.insert(0, dict(GPU_TOLERATION))
     else:

@@ -105,7 +105,11 @@ def container(spec: InferenceServiceSpec, variant: Variant) -> dict[str, Any]:
                 "value": f"{GCS_CREDENTIALS_DIR}/gcs.json",
             }
         )
-    env.extend({"name": e.name, "value": e.value} for e in spec.triton.env)
+    # The parser refuses user variables that collide with these; should one slip
+    # through (an object stored before the rule), Sluice's value wins and the list
+    # keeps unique names: a duplicate would fail server-side apply.
+    own = {e["name"] for e in env}
+    env.extend({"name": e.name, "value": e.value} for e in spec.triton.env if e.name not in own)
 
     resources_: dict[str, Any] = {
         "cpu": spec.triton.resources.cpu,

@@ -1,0 +1,3 @@
+from tests.bench.control.bench import main
+
+raise SystemExit(main())

@@ -1,0 +1,111 @@
+"""The control-quality simulator keeps working: one short trace, every policy.
+
+The benchmark's targets live in `make bench-control`, not here; these tests
+check that the pieces measure what they claim (queue, Prometheus, signals).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from sluice.policy import signals as sig
+from tests.bench.control import bench, sim, traces
+from tests.bench.control.fleet import Batching, Fleet, Pod, ServiceModel, VariantSpec
+from tests.bench.control.prom import Prometheus, _Parser
+
+
+def test_lindley_matches_a_plain_loop() -> None:
+    rng = np.random.default_rng(1)
+    arr = np.cumsum(rng.exponential(0.025, 2000))
+    svc = ServiceModel().jitter(rng, 2000) * 0.02
+    pod = Pod(1, "main", 0.0, 0.0)
+    comp, lat = pod.serve(arr, svc, None)
+    free, want = 0.0, []
+    for a, s in zip(arr, svc, strict=True):
+        free = max(free, a) + s
+        want.append(free)
+    assert np.allclose(comp, want)
+    assert np.allclose(lat, np.array(want) - arr)
+
+
+def test_dynamic_batching_forms_batches_and_counts_executions() -> None:
+    b = Batching(max_batch_size=4, max_queue_delay_s=0.005, per_item=0.2)
+    pod = Pod(1, "main", 0.0, 0.0)
+    arr = np.array([0.0, 0.001, 0.002, 0.003, 0.004, 1.0])
+    comp, _ = pod.serve(arr, np.full(6, 0.01), b)
+    # The first four wait for each other (batch full at 3 ms), the fifth runs alone
+    # after them, the last alone a second later.
+    assert comp[0] == comp[3] == pytest.approx(0.003 + 0.01 * 1.6)
+    out = pod.collect(2.0)
+    assert out["nv_inference_count"] == 6
+    assert out["nv_inference_exec_count"] == 3
+
+
+def test_promql_subset_parses_every_builtin_query() -> None:
+    for tmpl in sig.BUILTIN_QUERIES.values():
+        _Parser(sig.render_query(tmpl, sig.fleet_selector(()), "1m")).parse()
+
+
+def test_prometheus_rate_and_worst_pod_quantile() -> None:
+    fleet = Fleet([VariantSpec(load_time_s=0)], np.random.default_rng(0))
+    fleet.start("main", 2, 0.0, warm=True)
+    prom = Prometheus()
+    rng = np.random.default_rng(2)
+    arr = np.sort(rng.uniform(0, 120, 2400))  # 20 req/s
+    lat = np.zeros(arr.size)
+    jitter = {"main": np.ones(arr.size)}
+    t = 0.0
+    for s in np.arange(5.0, 125.0, 15.0):
+        m = (arr >= t) & (arr < s)
+        idx = np.nonzero(m)[0]
+        if idx.size:
+            fleet.route(t, arr[m], rng.random(idx.size), jitter, lat, int(idx[0]))
+        prom.scrape(fleet, float(s))
+        t = float(s)
+    r = prom.readings(120.0, "main")
+    assert r[sig.REQUEST_RATE].ok
+    assert r[sig.REQUEST_RATE].num() == pytest.approx(20, rel=0.15)
+    assert r[sig.AVG_LATENCY].num() == pytest.approx(20, rel=0.3)  # 20 ms service, light load
+    assert r[sig.P99_LATENCY].ok and r[sig.P99_LATENCY].num() >= 20
+    assert r[sig.ERROR_RATE].num() == 0
+
+
+def test_gone_pods_go_stale_and_zero_traffic_is_a_value() -> None:
+    fleet = Fleet([VariantSpec(load_time_s=0)], np.random.default_rng(0))
+    fleet.start("main", 1, 0.0, warm=True)
+    prom = Prometheus()
+    for s in (5.0, 20.0, 35.0, 50.0, 65.0):
+        prom.scrape(fleet, s)
+    r = prom.readings(65.0, "main")
+    assert r[sig.REQUEST_RATE].ok and r[sig.REQUEST_RATE].num() == 0  # a value
+    assert r[sig.P99_LATENCY].kind == "nan"  # no requests in the summary window
+    fleet.scale("main", 0, 66.0)
+    for s in (80.0, 95.0, 110.0, 125.0, 140.0):
+        fleet.reap(s)
+        prom.scrape(fleet, s)
+    assert prom.readings(140.0, "main")[sig.REQUEST_RATE].kind == "nodata"
+
+
+def test_one_short_trace_every_policy() -> None:
+    svc = ServiceModel()
+    cap = sim.load_test(svc, 100.0)
+    assert 15 < cap < 50  # 20 ms mean: utilisation well below 1 at p99 100 ms
+    tr = traces.steps((1.5 * cap, 4 * cap), (300.0,), 900)
+    sc = sim.Scenario("steps", tr, (VariantSpec(service=svc),)).with_load_time(30)
+    got = {}
+    for make in bench.policy_set(cap):
+        pol = make()
+        r = sim.run(sc, pol, seed=0)
+        got[pol.name] = r
+        assert r.requests > 0 and 0 < r.attainment <= 1
+        assert r.replica_hours > 0
+        assert r.recovery_attainment is not None
+    # Every policy saw the very same requests.
+    assert len({r.requests for r in got.values()}) == 1
+    oracle = got["oracle"]
+    assert oracle.attainment > 0.98
+    assert max(oracle.timeline.replicas["main"]) == math.ceil(4 * cap / cap - 1e-9)
+    assert got["sluice"].timeline.reasons  # every decision is explained

@@ -1,0 +1,260 @@
+"""The watch cache, the work queue and the routing of changes, without a cluster."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from sluice.reconcile import cache as c
+from sluice.reconcile.kube import classify
+from sluice.reconcile.loop import Engine, WorkQueue, _inputs
+
+
+def deployment(name: str, rv: str, replicas: int = 1, ready: int = 0, **extra: Any) -> dict:
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": name,
+            "namespace": "ns",
+            "uid": f"uid-{name}",
+            "resourceVersion": rv,
+            "labels": {
+                "sluice.dev/inferenceservice": "m",
+                "app.kubernetes.io/managed-by": "sluice",
+            },
+            "annotations": {"kubectl.kubernetes.io/last-applied-configuration": "{...}", "a": "b"},
+            "ownerReferences": [
+                {"apiVersion": "sluice.dev/v1alpha1", "kind": "InferenceService", "name": "m"}
+            ],
+            "managedFields": [{"manager": "sluice"}],
+        },
+        "spec": {
+            "replicas": replicas,
+            "template": {"spec": {"containers": [{"args": ["x" * 50]}]}},
+        },
+        "status": {
+            "readyReplicas": ready,
+            "conditions": [{"type": "Available", "lastUpdateTime": rv}],
+        },
+        **extra,
+    }
+
+
+class Recorder:
+    def __init__(self) -> None:
+        self.changes: list[tuple[str, Any, Any]] = []
+
+    def __call__(self, kind: c.Kind, old: Any, new: Any) -> None:
+        self.changes.append((kind.kind, old, new))
+
+
+def informer(kind: c.Kind = c.KINDS[1]) -> tuple[c.Informer, Recorder]:
+    rec = Recorder()
+    inf = c.Informer(None, kind, "ns", rec, threading.Event())  # type: ignore[arg-type]
+    inf.synced.set()
+    return inf, rec
+
+
+def test_deployment_projection_keeps_what_is_read_and_shares_strings() -> None:
+    a = c.project_deployment(deployment("m-main", "1"))
+    b = c.project_deployment(deployment("m-b", "2"))
+    assert "managedFields" not in a["metadata"]
+    assert a["metadata"]["annotations"] == {"a": "b"}
+    assert a["status"] == {"readyReplicas": 0}  # conditions dropped
+    assert a["spec"]["replicas"] == 1
+    args_a = a["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    args_b = b["spec"]["template"]["spec"]["containers"][0]["args"][0]
+    assert args_a is args_b  # one copy of a long string however many objects hold it
+
+
+def test_pod_projection_keeps_why_it_does_not_run() -> None:
+    pod = {
+        "metadata": {"name": "p", "namespace": "ns", "labels": {"x": "y"}, "resourceVersion": "3"},
+        "spec": {"containers": [{"name": "triton", "image": "i"}]},
+        "status": {
+            "conditions": [
+                {"type": "PodScheduled", "status": "False", "message": "no node"},
+                {"type": "Initialized", "status": "True"},
+            ],
+            "containerStatuses": [
+                {
+                    "name": "triton",
+                    "state": {"waiting": {"reason": "ErrImagePull", "message": "m"}},
+                },
+                {"name": "side", "state": {"running": {}}},
+            ],
+        },
+    }
+    p = c.project_pod(pod)
+    assert "spec" not in p
+    assert [x["type"] for x in p["status"]["conditions"]] == ["PodScheduled"]
+    assert p["status"]["containerStatuses"] == [
+        {"name": "triton", "state": {"waiting": {"reason": "ErrImagePull", "message": "m"}}}
+    ]
+
+
+def test_a_change_only_of_dropped_fields_or_version_wakes_nobody() -> None:
+    inf, rec = informer()
+    inf.put(deployment("m-main", "1"))
+    assert len(rec.changes) == 1
+    inf.put(deployment("m-main", "2"))  # only resourceVersion and a condition time moved
+    assert len(rec.changes) == 1
+    inf.put(deployment("m-main", "3", ready=1))
+    assert len(rec.changes) == 2 and rec.changes[-1][2]["status"]["readyReplicas"] == 1
+    assert inf.get("ns", "m-main")["metadata"]["resourceVersion"] == "3"
+
+
+def test_an_older_event_never_replaces_a_newer_write_through() -> None:
+    inf, _ = informer()
+    inf.put(deployment("m-main", "10", replicas=2), notify=False)  # the apply's answer
+    inf.put(deployment("m-main", "9", replicas=1))  # the watch delivers an older version
+    assert inf.get("ns", "m-main")["spec"]["replicas"] == 2
+
+
+def test_deletion_of_an_older_object_keeps_the_recreated_one() -> None:
+    inf, rec = informer()
+    old = deployment("m-main", "5")
+    inf.put(old)
+    new = deployment("m-main", "8")
+    new["metadata"]["uid"] = "uid-recreated"
+    inf.put(new)
+    inf.remove(old)  # DELETED of the first object arrives late
+    assert inf.get("ns", "m-main")["metadata"]["uid"] == "uid-recreated"
+    inf.remove(new)
+    assert inf.get("ns", "m-main") is None
+    assert rec.changes[-1][2] is None
+    assert inf.items("ns", owner="m") == []
+
+
+def test_owner_index_lists_children_of_one_inferenceservice() -> None:
+    inf, _ = informer()
+    inf.put(deployment("m-main", "1"))
+    other = deployment("n-main", "1")
+    other["metadata"]["ownerReferences"][0]["name"] = "n"
+    other["metadata"]["labels"]["sluice.dev/inferenceservice"] = "n"
+    inf.put(other)
+    assert [o["metadata"]["name"] for o in inf.items("ns", owner="m")] == ["m-main"]
+    assert len(inf.items("ns")) == 2
+
+
+def test_selectors_the_cache_can_answer() -> None:
+    assert c.parse_selector("a=b,c=d") == {"a": "b", "c": "d"}
+    assert c.parse_selector(None) == {}
+    assert c.parse_selector("a!=b") is None
+    assert c.parse_selector("a in (b)") is None
+
+
+def test_requests_are_classified_as_the_audit_log_names_them() -> None:
+    base = "https://127.0.0.1:6443"
+    assert classify("GET", f"{base}/apis/apps/v1/namespaces/n/deployments?limit=500") == (
+        "list",
+        "deployments",
+    )
+    assert classify("GET", f"{base}/api/v1/pods?watch=1&resourceVersion=5") == ("watch", "pods")
+    assert classify("GET", f"{base}/apis/sluice.dev/v1alpha1/namespaces/n/inferenceservices/x") == (
+        "get",
+        "inferenceservices",
+    )
+    assert classify(
+        "PUT", f"{base}/apis/sluice.dev/v1alpha1/namespaces/n/inferenceservices/x/status"
+    ) == ("update", "inferenceservices_status")
+    assert classify("PATCH", f"{base}/api/v1/namespaces/n/services/s?force=true") == (
+        "patch",
+        "services",
+    )
+    assert classify("GET", f"{base}/apis/gateway.networking.k8s.io/v1") == ("get", "discovery")
+
+
+def test_queue_holds_a_key_once_and_reruns_a_key_changed_while_active() -> None:
+    q = WorkQueue()
+    q.add(("ns", "a"))
+    q.add(("ns", "a"))
+    q.add(("ns", "b"))
+    assert len(q) == 2
+    k = q.get()
+    assert k == ("ns", "a")
+    q.add(("ns", "a"))  # changed while being reconciled
+    assert q.get() == ("ns", "b")
+    q.done(("ns", "b"))
+    q.done(("ns", "a"))
+    assert q.get() == ("ns", "a")  # once more, after it finished
+    q.done(("ns", "a"))
+    assert q.idle()
+    q.close()
+    assert q.get() is None
+
+
+def test_queue_delayed_retry_comes_back() -> None:
+    q = WorkQueue()
+    q.add_after(("ns", "a"), 0.01)
+    assert q.get() == ("ns", "a")
+
+
+class _FakeEngine:
+    changed = Engine.changed
+    resync = Engine.resync
+
+    def __init__(self) -> None:
+        self.queue = WorkQueue()
+        self.forgotten: list[Any] = []
+        self.workers = self
+        self.reconciler = self
+        self.last_ok: dict[Any, float] = {}
+
+    def forget(self, *key: Any) -> None:  # both Workers.forget(key) and Reconciler.forget(ns, n)
+        self.forgotten.append(key[0] if len(key) == 1 else key)
+
+
+def isvc(status: dict | None = None, generation: int = 1) -> dict:
+    return {
+        "apiVersion": "sluice.dev/v1alpha1",
+        "kind": "InferenceService",
+        "metadata": {"name": "m", "namespace": "ns", "uid": "u", "generation": generation},
+        "spec": {"model": {"name": "m"}},
+        "status": status or {},
+    }
+
+
+def test_own_status_writes_do_not_enqueue_but_decisions_and_spec_do() -> None:
+    e = _FakeEngine()
+    kind = c.ISVC
+    e.changed(kind, None, isvc())
+    assert len(e.queue) == 1
+    e.queue.get(), e.queue.done(("ns", "m"))
+    # The reconciler's own status (conditions, ready counts) is not an input.
+    e.changed(kind, isvc(), isvc({"ready": "1/1", "conditions": [{"type": "Ready"}]}))
+    assert len(e.queue) == 0
+    # The control cycle's decision is: the children must follow it.
+    e.changed(kind, isvc(), isvc({"scaling": [{"variant": "main", "desiredReplicas": 2}]}))
+    assert len(e.queue) == 1
+    e.queue.get(), e.queue.done(("ns", "m"))
+    e.changed(kind, isvc(), isvc(generation=2) | {"spec": {"model": {"name": "n"}}})
+    assert len(e.queue) == 1
+    e.changed(kind, isvc(), None)
+    assert e.forgotten == [("ns", "m"), ("ns", "m")]
+    assert _inputs(isvc()) != _inputs(isvc(generation=2))
+
+
+def test_child_changes_enqueue_the_owner_and_pods_only_when_they_explain_a_failure() -> None:
+    e = _FakeEngine()
+    dep_kind = c.KINDS[1]
+    e.changed(dep_kind, None, c.project_deployment(deployment("m-main", "1")))
+    assert e.queue.get() == ("ns", "m")
+    e.queue.done(("ns", "m"))
+    pod_kind = c.KINDS[-1]
+    pod = {
+        "kind": "Pod",
+        "metadata": {
+            "name": "m-main-x",
+            "namespace": "ns",
+            "labels": {"sluice.dev/inferenceservice": "m", "sluice.dev/variant": "main"},
+        },
+        "status": {"conditions": [{"type": "Ready", "status": "False"}]},
+    }
+    running = {**pod, "status": {"conditions": [{"type": "Ready", "status": "True"}]}}
+    e.changed(pod_kind, pod, running)
+    assert len(e.queue) == 0
+    stuck = {**pod, "status": {"conditions": [{"type": "PodScheduled", "status": "False"}]}}
+    e.changed(pod_kind, pod, stuck)
+    assert e.queue.get() == ("ns", "m")
