@@ -4,7 +4,7 @@ PY ?= .venv/bin/python
 VENV_STAMP := .venv/.installed
 export KUBECONFIG ?= $(CURDIR)/.cluster/kubeconfig
 
-.PHONY: help venv deps bins cluster-up cluster-down demo demo-down test test-unit test-integration lint crds manifests bench bench-scale bench-control clean
+.PHONY: help venv deps bins cluster-up cluster-down run load demo demo-down test test-unit test-integration lint crds manifests bench bench-scale bench-control clean
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s $$'\t'
@@ -23,11 +23,22 @@ deps: ## install system packages (Debian) the tests need
 bins: ## build the cluster binaries (cached under ~/.cache/sluice/bin)
 	hack/build-bins.sh all
 
-cluster-up: ## start (or reuse) the local cluster; prints export KUBECONFIG=...
-	@python3 hack/localcluster.py up
+cluster-up: $(VENV_STAMP) ## start (or reuse) the local cluster and its data plane [MODELS=dir]
+	@$(PY) hack/localcluster.py up --dataplane $(if $(MODELS),--models $(abspath $(MODELS)))
 
 cluster-down: ## stop every process of the local cluster
 	@python3 hack/localcluster.py down
+
+run: $(VENV_STAMP) ## the operator in the foreground against the local cluster and its Prometheus
+	$(PY) -m sluice.cli run --standalone --health-port 0 --metrics-port 0 \
+	  --prometheus-url $$($(PY) hack/localcluster.py url prometheus) --rate-window 10s
+
+ISVC ?= default/demo
+RATE ?= 20
+DURATION ?= 60
+SHAPE ?= steady
+load: $(VENV_STAMP) ## Triton requests through the gateway: ISVC=ns/name RATE=req/s DURATION=s [SHAPE=steady|ramp|burst]
+	$(PY) hack/load.py $(ISVC) --rate $(RATE) --duration $(DURATION) --shape $(SHAPE)
 
 demo: deps $(VENV_STAMP) ## the main job: cluster, CRD, operator, samples applied and Ready
 	$(PY) hack/demo.py up

@@ -4,11 +4,23 @@
     python3 hack/localcluster.py up      # start (or reuse) the cluster, print export KUBECONFIG=...
     python3 hack/localcluster.py down    # stop every process it started, by PID
     python3 hack/localcluster.py status
+    python3 hack/localcluster.py up --dataplane --models DIR   # what `make cluster-up` runs
 
 etcd, kube-apiserver, kube-controller-manager and kube-scheduler run as local
 processes built from Go modules (hack/build-bins.sh, cached under
 ~/.cache/sluice/bin); kwok plays the kubelet: it makes three fake nodes Ready
 (two 8-GPU nodes, H100 and A100, and one CPU node) and scheduled pods Running.
+
+With ``--dataplane`` (``make cluster-up``) the cluster also runs a local data
+plane: Debian's Prometheus, ``hack/dataplane.py`` (a kubelet that runs every
+Sluice pod's Triton container for real as a local process, each pod on its own
+loopback address, probes driving readiness) and ``hack/gateway.py`` (the
+HTTPRoutes and ready EndpointSlices, on 127.0.0.1). kwok's Stages then leave
+pods labelled ``sluice.dev/inferenceservice`` to the data plane. Model
+repositories resolve under the models directory (``s3://bucket/path`` ->
+``DIR/bucket/path``); by default ``.models/`` with the demo's models
+(hack/models.py). These three run on the project's venv (kubernetes, sluice,
+nvidia-pytriton).
 
 Everything lives in .cluster/ of the repository (git-ignored): PKI, etcd data,
 logs, the kubeconfig and state.json with the PIDs and ports. The pytest
@@ -39,6 +51,11 @@ CACHE = Path(os.environ.get("SLUICE_CACHE", Path.home() / ".cache" / "sluice"))
 
 SERVICE_CIDR = "10.96.0.0/16"
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
+DATAPLANE_COMPONENTS = ("prometheus", "dataplane", "gateway")
+DEFAULT_MODELS = REPO / ".models"
+# Pods kwok leaves alone when the data plane runs: Sluice's, run by hack/dataplane.py.
+DATAPLANE_POD_LABEL = "sluice.dev/inferenceservice"
+SCRAPE_INTERVAL = "1s"
 
 GPU_NODES = (
     ("gpu-h100", "NVIDIA-H100-80GB-HBM3"),
@@ -61,9 +78,22 @@ def log(msg: str) -> None:
     print(f"[localcluster] {msg}", file=sys.stderr, flush=True)
 
 
+def venv_python() -> str:
+    """A Python with the project installed (the data plane imports sluice and kubernetes)."""
+    import importlib.util
+
+    if importlib.util.find_spec("kubernetes") and importlib.util.find_spec("sluice"):
+        return sys.executable
+    return str(REPO / ".venv" / "bin" / "python")
+
+
 class Cluster:
-    def __init__(self, root: Path | None = None) -> None:
+    def __init__(
+        self, root: Path | None = None, dataplane: bool = False, models: Path | None = None
+    ) -> None:
         self.root = root or Path(os.environ.get("SLUICE_CLUSTER_DIR", REPO / ".cluster"))
+        self.dataplane = dataplane
+        self.models = (models or DEFAULT_MODELS).resolve()
         self.pki = self.root / "pki"
         self.logs = self.root / "logs"
         self.state_file = self.root / "state.json"
@@ -107,10 +137,14 @@ class Cluster:
             return False
         return binary is None or cmdline.split(b"\0", 1)[0] == binary.encode()
 
+    def components(self, st: dict | None = None) -> tuple[str, ...]:
+        st = self.state() if st is None else st
+        return COMPONENTS + (DATAPLANE_COMPONENTS if st.get("dataplane") else ())
+
     def healthy(self) -> bool:
         st = self.state()
         procs = st.get("processes", {})
-        if set(procs) != set(COMPONENTS):
+        if set(procs) != set(self.components(st)):
             return False
         if not all(self.alive(p["pid"], p["binary"]) for p in procs.values()):
             return False
@@ -133,9 +167,12 @@ class Cluster:
     # ---------------------------------------------------------------------- up
 
     def up(self) -> Path:
-        if self.healthy():
+        same = bool(self.state().get("dataplane")) == self.dataplane
+        if same and self.healthy():
             log("reusing the running cluster")
             return self.kubeconfig
+        if self.state() and not same:
+            log("the running cluster has another data plane setting; restarting it")
         if self.state():
             log("found a stale cluster; stopping what is left of it")
             self.down()
@@ -145,7 +182,12 @@ class Cluster:
         t0 = time.monotonic()
         self.make_pki()
         ports = {k: free_port() for k in ("etcd", "etcd_peer", "apiserver", "kcm", "sched", "kwok")}
-        state: dict = {"processes": {}, "apiserver_port": ports["apiserver"], "ports": ports}
+        state: dict = {
+            "processes": {},
+            "apiserver_port": ports["apiserver"],
+            "ports": ports,
+            "dataplane": self.dataplane,
+        }
         self.save_state(state)
         try:
             self._start_all(state, ports)
@@ -153,6 +195,8 @@ class Cluster:
             self.create_nodes()
             self.wait_nodes_ready()
             self.wait_default_serviceaccount()
+            if self.dataplane:
+                self._start_dataplane(state)
         except BaseException:
             log(f"start failed; logs are in {self.logs}")
             self.down(keep_logs=True)
@@ -170,8 +214,8 @@ class Cluster:
         targets = {"kube" if c.startswith("kube") else c for c in missing}
         subprocess.run([str(HACK / "build-bins.sh"), *sorted(targets)], check=True)
 
-    def _spawn(self, state: dict, name: str, args: list[str]) -> None:
-        binary = str(self.bins[name])
+    def _spawn(self, state: dict, name: str, args: list[str], binary: str | None = None) -> None:
+        binary = binary or str(self.bins[name])
         out = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - handed to the child
         proc = subprocess.Popen(
             [binary, *args],
@@ -266,7 +310,7 @@ class Cluster:
             "kwok",
             [
                 f"--kubeconfig={kc}",
-                f"--config={self.stages}",
+                f"--config={self.kwok_stages()}",
                 "--manage-all-nodes=false",
                 "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
                 "--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom",
@@ -277,6 +321,130 @@ class Cluster:
                 "--enable-crds=",
             ],
         )
+
+    def kwok_stages(self) -> Path:
+        """kwok's Stages; with the data plane, Sluice's pods are excluded from pod stages."""
+        if not self.dataplane:
+            return self.stages
+        exclude = (
+            "    matchExpressions:\n"
+            f"    - key: '.metadata.labels.[\"{DATAPLANE_POD_LABEL}\"]'\n"
+            "      operator: 'DoesNotExist'\n"
+        )
+        docs = self.stages.read_text().split("\n---\n")
+        out = []
+        for d in docs:
+            if "kind: Pod\n" in d and "    matchExpressions:\n" in d:
+                d = d.replace("    matchExpressions:\n", exclude, 1)
+            out.append(d)
+        path = self.root / "kwok-stages.yaml"
+        path.write_text("\n---\n".join(out))
+        return path
+
+    # -------------------------------------------------------------- data plane
+
+    def _start_dataplane(self, state: dict) -> None:
+        """Prometheus, the data plane (a kubelet for Sluice pods) and the gateway."""
+        import random
+
+        if not self.models.exists():
+            sys.path.insert(0, str(HACK))
+            import models
+
+            models.write_demo_models(self.models)
+            log(f"wrote the demo models under {self.models}")
+        dp = self.root / "dataplane"
+        dp.mkdir(parents=True, exist_ok=True)
+        targets = dp / "targets.json"
+        if not targets.exists():
+            targets.write_text("[]")
+        ports = state["ports"]
+        ports["prometheus"] = free_port()
+        ports["gateway"] = free_port()
+        # 127.A.B: pods publish 10.A.B.C; A avoids the Service range 10.96/16 and kwok's 10.244/16.
+        subnet = f"127.{random.randint(100, 200)}.{random.randint(0, 255)}"
+        state.update(models=str(self.models), subnet=subnet)
+        self.save_state(state)
+        prom_cfg = dp / "prometheus.yml"
+        prom_cfg.write_text(
+            json.dumps(
+                {
+                    "global": {
+                        "scrape_interval": SCRAPE_INTERVAL,
+                        "scrape_timeout": SCRAPE_INTERVAL,
+                        "evaluation_interval": SCRAPE_INTERVAL,
+                    },
+                    "scrape_configs": [
+                        {
+                            "job_name": "triton",
+                            "file_sd_configs": [
+                                {"files": [str(targets)], "refresh_interval": "1s"}
+                            ],
+                        },
+                        {
+                            "job_name": "gateway",
+                            "metrics_path": "/_gateway/metrics",
+                            "static_configs": [{"targets": [f"127.0.0.1:{ports['gateway']}"]}],
+                        },
+                    ],
+                },
+                indent=1,
+            )
+        )
+        prometheus = shutil_which("prometheus")
+        self._spawn(
+            state,
+            "prometheus",
+            [
+                f"--config.file={prom_cfg}",
+                f"--storage.tsdb.path={dp / 'prometheus'}",
+                f"--web.listen-address=127.0.0.1:{ports['prometheus']}",
+                "--storage.tsdb.retention.time=6h",
+                "--log.level=warn",
+            ],
+            binary=prometheus,
+        )
+        py = venv_python()
+        self._spawn(
+            state,
+            "dataplane",
+            [
+                str(HACK / "dataplane.py"),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--models={self.models}",
+                f"--state-dir={dp}",
+                f"--targets={targets}",
+                f"--subnet={subnet}",
+            ],
+            binary=py,
+        )
+        self._spawn(
+            state,
+            "gateway",
+            [
+                str(HACK / "gateway.py"),
+                f"--kubeconfig={self.kubeconfig}",
+                f"--port={ports['gateway']}",
+            ],
+            binary=py,
+        )
+        wait_for(
+            lambda: http_ok(f"http://127.0.0.1:{ports['prometheus']}/-/ready"), 60, "Prometheus"
+        )
+        wait_for(
+            lambda: http_ok(f"http://127.0.0.1:{ports['gateway']}/_gateway/healthz"),
+            60,
+            "the gateway",
+        )
+
+    def urls(self) -> dict[str, str]:
+        ports = self.state().get("ports", {})
+        out = {}
+        if "prometheus" in ports:
+            out["prometheus"] = f"http://127.0.0.1:{ports['prometheus']}"
+        if "gateway" in ports:
+            out["gateway"] = f"http://127.0.0.1:{ports['gateway']}"
+        return out
 
     # --------------------------------------------------------------------- pki
 
@@ -461,10 +629,18 @@ class Cluster:
     def down(self, keep_logs: bool = False) -> None:
         st = self.state()
         procs = st.get("processes", {})
-        for name in reversed(COMPONENTS):
+        for name in reversed(COMPONENTS + DATAPLANE_COMPONENTS):
             p = procs.get(name)
             if p and self.alive(p["pid"], p["binary"]):
-                stop_pid(p["pid"], name)
+                stop_pid(p["pid"], name, grace=60.0 if name == "dataplane" else 15.0)
+        # Pod processes the data plane left (it stops them itself on SIGTERM).
+        with contextlib.suppress(OSError, ValueError):
+            pods = json.loads((self.root / "dataplane" / "pids.json").read_text())
+            for pids in pods.values():
+                for pid in pids:
+                    if self.alive(pid) and self._cwd_under_root(pid):
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(pid, signal.SIGKILL)
         # Anything left that we started (e.g. a state file lost mid-start) is
         # found by its binary path under our cache and its working directory.
         for pid in self.strays():
@@ -476,18 +652,27 @@ class Cluster:
             _rm(self.root)
         log("cluster down")
 
+    def _cwd_under_root(self, pid: int) -> bool:
+        try:
+            cwd = Path(os.readlink(f"/proc/{pid}/cwd"))
+        except OSError:
+            return False
+        return cwd == self.root or self.root in cwd.parents
+
     def strays(self) -> list[int]:
+        """Processes we started: our binaries in the root, or anything in a pod's directory."""
         ours = {str(b) for b in self.bins.values()}
+        pods = self.root / "dataplane" / "pods"
         found = []
         for d in Path("/proc").iterdir():
-            if not d.name.isdigit():
+            if not d.name.isdigit() or int(d.name) == os.getpid():
                 continue
             try:
                 exe = (d / "cmdline").read_bytes().split(b"\0", 1)[0].decode()
-                cwd = os.readlink(d / "cwd")
+                cwd = Path(os.readlink(d / "cwd"))
             except OSError:
                 continue
-            if exe in ours and Path(cwd) == self.root:
+            if (exe in ours and cwd == self.root) or pods in cwd.parents:
                 found.append(int(d.name))
         return found
 
@@ -526,6 +711,15 @@ def node(name: str, gpus: int, product: str | None) -> dict:
 
 
 # ------------------------------------------------------------------- helpers
+
+
+def shutil_which(name: str) -> str:
+    import shutil
+
+    path = shutil.which(name)
+    if path is None:
+        raise RuntimeError(f"{name} not found (make deps installs Debian's package)")
+    return path
 
 
 def free_port() -> int:
@@ -596,14 +790,28 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    ap.add_argument("command", choices=["up", "down", "status"])
+    ap.add_argument("command", choices=["up", "down", "status", "url"])
+    ap.add_argument("name", nargs="?", help="url: prometheus or gateway")
+    ap.add_argument("--dataplane", action="store_true", help="run Sluice pods for real")
+    ap.add_argument("--models", type=Path, default=None, help=f"default {DEFAULT_MODELS}")
     args = ap.parse_args(argv)
-    c = Cluster()
+    c = Cluster(dataplane=args.dataplane, models=args.models)
     if args.command == "up":
         kc = c.up()
+        if args.dataplane:
+            c.install_crds()
+            for name, url in c.urls().items():
+                print(f"# {name}: {url}")
+            print(f"# models: {c.models}")
         print(f"export KUBECONFIG={kc}")
     elif args.command == "down":
         c.down()
+    elif args.command == "url":
+        url = c.urls().get(args.name or "")
+        if not url:
+            print(f"no {args.name} running (make cluster-up starts it)", file=sys.stderr)
+            return 1
+        print(url)
     else:
         ok = c.healthy()
         print("running" if ok else "not running")

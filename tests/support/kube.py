@@ -35,6 +35,9 @@ def local_cluster() -> Iterator[Path]:
         return
     lc = localcluster_module()
     cluster = lc.Cluster()
+    if cluster.state().get("dataplane"):
+        # `make cluster-up` runs the data plane there; these tests want kwok's pods.
+        cluster = lc.Cluster(root=REPO / ".cluster-test")
     started = not cluster.healthy()
     kubeconfig = cluster.up()
     try:

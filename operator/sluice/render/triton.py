@@ -27,6 +27,11 @@ SHM_SIZE = "1Gi"
 # it; readiness asks for exactly the pinned version.
 PROBE_PERIOD = 10
 
+# preStop: keep serving while endpoints and gateways drop the pod (EndpointSlices mark a
+# deleted pod not ready at once; proxies follow within seconds), then SIGTERM. Without
+# it Triton unloads while still receiving traffic and answers 400 (triton#6939).
+DRAIN_SECONDS = 10
+
 # Quantile:allowed-error pairs of nv_inference_request_summary_us and the other
 # summaries; p95 and p99 are the autoscaler's and the canary analysis's signals.
 SUMMARY_QUANTILES = "0.5:0.05,0.9:0.01,0.95:0.001,0.99:0.001"
@@ -149,6 +154,7 @@ def container(spec: InferenceServiceSpec, variant: Variant) -> dict[str, Any]:
             "timeoutSeconds": 5,
             "failureThreshold": 4,
         },
+        "lifecycle": {"preStop": {"sleep": {"seconds": DRAIN_SECONDS}}},
         "volumeMounts": volume_mounts(spec, variant),
     }
     if spec.model.credentials_secret and variant.repository.startswith(("s3://", "as://")):
