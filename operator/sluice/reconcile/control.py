@@ -217,14 +217,32 @@ class Controller:
             return
         observations = self.observe(items)
         fleet = self.fleet()
+        # A service a reconcile worker holds is decided after the others: waiting
+        # for it in turn made the cycle trail the workers' queue in a change storm.
+        busy: list[tuple[str, str]] = []
         for o, _spec in items:
             ns, name = _key(o)
+            try:
+                if not self.control_one(ns, name, observations.get((ns, name)), fleet, wait=False):
+                    busy.append((ns, name))
+            except Exception:
+                log.exception("control of %s/%s failed", ns, name)
+        for ns, name in busy:
             try:
                 self.control_one(ns, name, observations.get((ns, name)), fleet)
             except Exception:
                 log.exception("control of %s/%s failed", ns, name)
 
-    def control_one(self, ns: str, name: str, obs: sig.Observations | None, fleet: Fleet) -> None:
+    def control_one(
+        self,
+        ns: str,
+        name: str,
+        obs: sig.Observations | None,
+        fleet: Fleet,
+        wait: bool = True,
+    ) -> bool:
+        """Decide for one service; False (nothing done) when ``wait`` is False and
+        its reconcile is running."""
         deps = {v: deployments.observe(d) for v, d in fleet.deployments.get((ns, name), {}).items()}
         pods = [pod_state(p) for p in fleet.pods.get((ns, name), [])]
         events: list[Event] = []
@@ -244,13 +262,19 @@ class Controller:
             events.extend(out.events)
             return out.status.to_dict()
 
-        with self.reconciler.lock(ns, name):
+        lock = self.reconciler.lock(ns, name)
+        if not lock.acquire(blocking=wait):
+            return False
+        try:
             obj = self.kube.update_status(API_VERSION, KIND, ns, name, mutate)
+        finally:
+            lock.release()
         if obj:
             for e in events:
                 log.info("%s/%s %s: %s", ns, name, e.reason, e.message)
                 self.kube.event(obj, e.type, e.reason, e.message)
                 observability.decision(observability.snake(e.reason))
+        return True
 
 
 def _key(o: Mapping[str, Any]) -> tuple[str, str]:

@@ -66,6 +66,13 @@ class Reconciler:
                 del self._locks[(namespace, name)]
             self._refused.pop((namespace, name), None)
 
+    def retry_in(self, namespace: str, name: str) -> float | None:
+        """Seconds until refused writes of this object are due again (None: none)."""
+        entry = self._refused.get((namespace, name))
+        if entry is None or entry.failures == 0:
+            return None
+        return max(0.0, entry.retry_at - self.clock())
+
     def get(self, namespace: str, name: str) -> dict[str, Any] | None:
         return self.kube.get(API_VERSION, KIND, namespace, name)
 

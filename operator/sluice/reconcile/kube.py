@@ -43,7 +43,11 @@ def load_config(kubeconfig: str | None = None) -> k8s.ApiClient:
         k8s_config.load_incluster_config()
     except k8s_config.ConfigException:
         k8s_config.load_kube_config(config_file=kubeconfig)
-    return k8s.ApiClient()
+    cfg = k8s.Configuration.get_default_copy()
+    # Open watches (one per kind and namespace) hold connections; the default
+    # pool (5 per CPU) then drops and re-dials the reconcile workers' connections.
+    cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, 64)
+    return k8s.ApiClient(cfg)
 
 
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}

@@ -156,6 +156,11 @@ class Workers:
             else:
                 self._failures.pop(key, None)
                 self.last_ok[key] = time.monotonic()
+                # Writes the apiserver refused are retried on the reconciler's
+                # own backoff (5 s, 10 s, ... 5 min), not only on the next change.
+                retry = self.reconciler.retry_in(*key)
+                if retry is not None:
+                    self.queue.add_after(key, max(retry, 0.5))
             finally:
                 self.queue.done(key)
 
