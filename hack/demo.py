@@ -153,6 +153,7 @@ def up() -> int:
     url = urls["gateway"].removeprefix("http://") + f"/{NS}/slo"
     duration = 150.0
     load = load_mod.Load(url, "demo", load_mod.shape_fn("ramp", 36.0, 60.0), workers=32)
+    load.wait_served()
     load.start(duration)
     timeline: list[dict[str, float]] = []
     seen: set[str] = set()
@@ -204,6 +205,7 @@ def up() -> int:
     ab = load_mod.Load(
         urls["gateway"].removeprefix("http://") + f"/{NS}/ab", "demo", lambda t: 15.0, workers=16
     )
+    ab.wait_served()
     ab.start(30)
     ab.join()
     s2 = ab.summary()
