@@ -7,7 +7,8 @@ the PodMonitor's labels. Load goes through the gateway with tritonclient.
 
 Asserts the loop's outcomes, not today's policy numbers: load above one replica's
 capacity -> Sluice scales up -> the added pods are ready and take traffic -> p99
-falls back under the target, with no failed request.
+falls back under the target, with no failed request; a fixed A/B split is carried
+by the gateway within a few percent of its weights.
 """
 
 from __future__ import annotations
@@ -130,3 +131,52 @@ def test_load_over_capacity_scales_up_and_p99_comes_back_under_target(
             assert before.p99 > TARGET_MS
             assert after.p99 < TARGET_MS
             assert view.events("ScaledUp")
+
+
+def gateway_counts(url: str, ns: str, route: str) -> dict[str, int]:
+    import json
+    import urllib.request
+
+    with urllib.request.urlopen(url + "/_gateway/stats", timeout=5) as r:
+        rows = json.loads(r.read())
+    out: dict[str, int] = {}
+    for row in rows:
+        if row["namespace"] == ns and row["route"] == route and row["code"] == 200:
+            out[row["backend"]] = out.get(row["backend"], 0) + row["count"]
+    return out
+
+
+def test_fixed_ab_split_is_carried_by_the_gateway_within_a_few_percent(
+    dataplane: Any, tmp_path: Path
+) -> None:
+    kubectl = Kubectl(dataplane.kubeconfig)
+    urls = dataplane.urls()
+    load_mod = hack_module("load")
+    with temp_namespace(kubectl, "ab") as ns:
+        kubectl.apply(
+            isvc(
+                ns,
+                replicas=1,
+                variants=[{"name": "b", "weight": 30, "model": {"version": 1}}],
+                router={"gateway": {"name": "local"}},
+            )
+        )
+        view = ClusterView(kubectl, ns, "m")
+        with control_operator(dataplane.kubeconfig, ns, urls["prometheus"], tmp_path):
+            until(lambda: view.condition("Ready").get("status") == "True", 180, "Ready")
+            load = load_mod.Load(
+                urls["gateway"].removeprefix("http://") + f"/{ns}/m", "m", lambda t: 15.0, 16
+            )
+            load.wait_served()
+            before = gateway_counts(urls["gateway"], ns, "m")
+            load.start(40)
+            load.join()
+            after = gateway_counts(urls["gateway"], ns, "m")
+        s = load.summary()
+        assert s["errors"] == 0, s
+        n = {b: after.get(b, 0) - before.get(b, 0) for b in ("m-main", "m-b")}
+        total = sum(n.values())
+        assert total >= 400, n
+        share = n["m-b"] / total
+        print(f"A/B split measured at the gateway: m-b {100 * share:.1f}% of {total} (weight 30%)")
+        assert abs(share - 0.30) < 0.06, n
