@@ -40,7 +40,7 @@ SHAPE ?= steady
 load: $(VENV_STAMP) ## Triton requests through the gateway: ISVC=ns/name RATE=req/s DURATION=s [SHAPE=steady|ramp|burst]
 	$(PY) hack/load.py $(ISVC) --rate $(RATE) --duration $(DURATION) --shape $(SHAPE)
 
-demo: deps $(VENV_STAMP) ## the main job: cluster, CRD, operator, samples applied and Ready
+demo: deps $(VENV_STAMP) ## the main job, narrated: data plane, operator, SLO scale-up, A/B split, timeline PNG
 	$(PY) hack/demo.py up
 
 demo-down: ## stop the demo's operator and the cluster

@@ -122,6 +122,18 @@ class Load:
         self.input = (inp["name"], dims, inp["datatype"])
         self.output = md["outputs"][0]["name"]
 
+    def wait_served(self, timeout: float = 90.0) -> None:
+        """Wait until the gateway routes to a ready pod (its view lags readiness a little)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                self.describe()
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)  # polling interval while waiting on the gateway
+
     def _worker(self) -> None:
         c = triton_http.InferenceServerClient(
             url=self.url, connection_timeout=self.timeout, network_timeout=self.timeout
