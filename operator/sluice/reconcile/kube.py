@@ -32,9 +32,10 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError, api_exception
 
-from .. import observability
+from .. import __version__, observability
 
 FIELD_MANAGER = "sluice"
+USER_AGENT = f"sluice/{__version__}"
 Objects = list[dict[str, Any]]  # (``list`` is also a method of Kube)
 log = logging.getLogger("sluice.kube")
 
@@ -48,7 +49,10 @@ def load_config(kubeconfig: str | None = None) -> k8s.ApiClient:
     # Open watches (one per kind and namespace) hold connections; the default
     # pool (5 per CPU) then drops and re-dials the reconcile workers' connections.
     cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, 64)
-    return k8s.ApiClient(cfg)
+    api = k8s.ApiClient(cfg)
+    # Named in the apiserver's audit log and metrics, as client-go names its clients.
+    api.user_agent = USER_AGENT
+    return api
 
 
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
