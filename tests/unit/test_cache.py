@@ -323,3 +323,40 @@ def test_status_write_that_changes_nothing_sends_nothing() -> None:
         "sluice.dev/v1alpha1", "InferenceService", "ns", "m", lambda o, st: {**st, "ready": "1/1"}
     )
     assert api.puts == [] and api.reads == 0
+
+
+def test_a_quiet_service_costs_no_write_on_resync_or_control_cycle() -> None:
+    """Level-triggered: once the children and status are right, reconciles (the
+    resync) and control cycles with nothing new send nothing, however often."""
+    from sluice.reconcile.control import Controller
+    from sluice.reconcile.isvc import Reconciler
+    from tests.unit.test_refused_children import FakeKube
+    from tests.unit.test_refused_children import isvc as bad_isvc
+
+    kube = FakeKube()
+    bad_isvc(kube)
+    r = Reconciler(kube)  # type: ignore[arg-type]
+    ctl = Controller(kube, r, ["ns"], {})  # type: ignore[arg-type]
+    r.reconcile("ns", "bad")
+    # The Deployment rolls out (the controller-manager's part), then the fleet is quiet.
+    for (kind, _, _), o in kube.objects.items():
+        if kind == "Deployment":
+            n = o["spec"]["replicas"]
+            o["status"] = {"observedGeneration": 1, "replicas": n, "readyReplicas": n}
+            o["status"] |= {"updatedReplicas": n, "availableReplicas": n}
+    r.reconcile("ns", "bad")
+    objs = [kube.objects[("InferenceService", "ns", "bad")]]
+    ctl.run(objs)
+    assert (
+        next(
+            c
+            for c in kube.objects[("InferenceService", "ns", "bad")]["status"]["conditions"]
+            if c["type"] == "Ready"
+        )["status"]
+        == "True"
+    )
+    writes, events, dry = len(kube.writes), len(kube.events), kube.dry_runs
+    for _ in range(3):
+        r.reconcile("ns", "bad")
+        ctl.run([kube.objects[("InferenceService", "ns", "bad")]])
+    assert kube.writes[writes:] == [] and kube.events[events:] == [] and kube.dry_runs == dry
