@@ -76,6 +76,7 @@ class Previous:
     tail_correction: float | None = None
     load_time: float | None = None
     overloaded_at: float | None = None
+    demand: float | None = None
 
     @classmethod
     def from_status(cls, entry: ScalingStatus | None) -> Previous:
@@ -94,6 +95,7 @@ class Previous:
             tail_correction=entry.tail_correction,
             load_time=entry.load_time_seconds,
             overloaded_at=entry.overloaded_at,
+            demand=entry.demand,
         )
 
 
@@ -741,9 +743,24 @@ def _size(
     jumped = False
     if now_rate is not None and now_rate > rate + 3 * math.sqrt(rate / SCRAPE_SECONDS):
         base, jumped = now_rate, True
-    if overloaded and now_rate is not None and now_rate > base:
+    # While (and for a rate window after) the variant is overloaded, completions
+    # are capped by the pods and then swollen by the drain: the last scrape
+    # interval's completions plus the queue's growth over the same interval are
+    # the arrivals. A queue that grows holds its pods busy: they complete at full
+    # speed, so the arrivals are at least that plus the growth.
+    mu = 1000.0 / work if work > 0 else math.inf  # requests per second at rho = 1
+    # A pod that became ready within the last two scrapes mixes two fleets in
+    # those instantaneous readings (its own series start, old pods still drain):
+    # they then never raise the demand above the last decision's.
+    recent = overloaded_at is not None and now - overloaded_at < SETTLE_SECONDS
+    fresh = inp.ready_for is not None and inp.ready_for < 2 * SCRAPE_SECONDS
+    if (overloaded or recent) and now_rate is not None:
         base, jumped = now_rate, True
+        if overloaded and not fresh and growth is not None and growth > 0:
+            base = max(base, inp.ready * mu)
     arrivals = max(0.0, base + growth) if growth is not None else base
+    if (overloaded or recent) and fresh and prev.demand is not None:
+        arrivals = min(arrivals, prev.demand)
     lt = load_time or 0.0
     rise = 0.0
     ago3 = _opt(sig, RATE_3M_AGO)
@@ -762,7 +779,6 @@ def _size(
     # minus its share of the arrivals. Replicas for that to take at most one
     # model-load time (at least DRAIN_MIN_SECONDS) - counting the pods already
     # starting, so a backlog they will drain is not sized for again.
-    mu = 1000.0 / work if work > 0 else math.inf  # requests per second at rho = 1
     drain_n = 0
     drain_s = max(DRAIN_MIN_SECONDS, lt)
     future = 0.0
