@@ -628,3 +628,27 @@ def test_the_service_decision_starts_a_canary_and_gives_it_traffic_once_seen() -
     assert st["rollout"]["canaryWeight"] == 10
     cond = {c["type"]: c for c in st["conditions"]}["Canary"]
     assert (cond["status"], cond["reason"]) == ("True", "Progressing")
+
+
+def test_a_custom_signal_is_judged_and_its_absence_holds_the_weight() -> None:
+    s = spec(
+        analysis={"maxLatencyRatio": 1.5, "minSamples": 100, "progressDeadline": "5m",
+                  "customSignals": [{"name": "margin", "query": "m{{selector}}",
+                                     "compare": "Difference", "direction": "higher",
+                                     "tolerance": 0.5}]}
+    )  # fmt: skip
+    start = [C(0, canary_ready=1), C(1, canary_ready=1)]
+
+    def with_margin(c: float, b: float) -> tuple[dict[str, Reading], dict[str, Reading]]:
+        return {**good(), "margin": sig.value(c)}, {**STABLE, "margin": sig.value(b)}
+
+    worse = [C(10 * i + 11, *with_margin(1.0, 3.0)) for i in range(8)]
+    got = drive(s, start + worse, STABLE_IDLE)
+    assert "RollingBack" in [g[0] for g in got]
+    r = last_rollout(s, start + worse)
+    assert "margin Fail" in r.message and "tolerance -0.5" in r.message
+    # No value for the custom signal: never acted on (held, with why).
+    missing = [C(10 * i + 11) for i in range(8)]
+    got = drive(s, start + missing, STABLE_IDLE)
+    assert [g[:3] for g in got[2:]] == [("Progressing", 0, 10)] * 8
+    assert "margin" in last_rollout(s, start + missing).message

@@ -514,7 +514,7 @@ def _unobserved(
     sides.append(("baseline", w.baseline) if spec.rollout.baseline else ("main", w.stable))
     signals = [REQUEST_RATE]
     if with_latency:
-        signals += [c.signal for c in an.canary_criteria(spec) if c.kind == "ratio"]
+        signals += [c.signal for c in an.canary_criteria(spec) if c.kind != "proportion"]
     out = []
     for name, rd in sides:
         for sname in signals:
