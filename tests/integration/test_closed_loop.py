@@ -13,8 +13,6 @@ by the gateway within a few percent of its weights.
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +20,7 @@ from typing import Any
 import pytest
 
 from tests.support.fleet import ClusterView, control_operator
+from tests.support.hack import hack_module
 from tests.support.kube import REPO, Kubectl, localcluster_module, temp_namespace
 from tests.support.operator import install_crds
 from tests.support.prometheus import PrometheusServer
@@ -32,15 +31,6 @@ pytestmark = pytest.mark.integration
 SERVICE_MS = 40.0  # one request at a time: about 25 requests/s per replica
 TARGET_MS = 250.0
 RATE = 34.0  # above one replica's capacity, well within two
-
-
-def hack_module(name: str) -> Any:
-    spec = importlib.util.spec_from_file_location(name, REPO / "hack" / f"{name}.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules[name] = mod
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")

@@ -272,7 +272,9 @@ class ScalingBehavior:
 
     stabilization_seconds: int | None = spec_field(
         "The signal must call for this direction for this long before replicas change. "
-        "Defaults: 0 for scale-up, 300 for scale-down.",
+        "Defaults: 0 for scale-up; for scale-down 300 (policy Proportional) or, policy "
+        "Demand, twice the measured model-load time within 60..300 (a spare replica is "
+        "kept about as long as getting it back takes).",
         default=None,
         minimum=0,
         maximum=86400,
@@ -1368,6 +1370,14 @@ class ScalingStatus:
         "Policy Demand: the model-load time measured from this variant's pods (creation to "
         "ready), s.",
         default=None,
+    )
+    overloaded_at: float | None = spec_field(
+        "Policy Demand: when the variant was last overloaded (its queues held more than "
+        "the target's worth of work per ready pod). For 4 minutes after it the rate "
+        "windows show how fast capacity came rather than a trend, and the queue time a "
+        "backlog draining: no trend and no correction is learnt from them.",
+        default=None,
+        timestamp=True,
     )
     signals: Signals | None = spec_field("What was observed.", default=None)
 

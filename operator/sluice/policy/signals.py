@@ -113,10 +113,10 @@ BUILTIN_QUERIES: dict[str, str] = {
     BATCH_SIZE: f"{_rate('nv_inference_count')} / {_rate('nv_inference_exec_count')}",
     # Requests waiting in the schedulers' queues, and how fast that grows: in
     # overload the success counter shows only the completions, the queue the rest.
+    # The growth spans the last two scrapes (30 s at the 15 s scrape interval), not
+    # the rate window: a queue that starts growing is seen within one scrape.
     PENDING: f"{_BY} (nv_inference_pending_request_count{{{{selector}}}})",
-    PENDING_GROWTH: (
-        f"{_BY} (deriv(nv_inference_pending_request_count{{{{selector}}}}[{{window}}]))"
-    ),
+    PENDING_GROWTH: f"{_BY} (deriv(nv_inference_pending_request_count{{{{selector}}}}[30s]))",
     # The typical pod's tail: the mean over pods of their own quantile (pods with
     # no requests in their window, NaN, left out). An estimate of one pod's
     # quantile when the Service spreads requests evenly; unlike the worst pod's
