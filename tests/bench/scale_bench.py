@@ -412,22 +412,29 @@ def baseline(kubectl: Kubectl, kube: Kube, n: int, timeout: float) -> dict[str, 
         storm += wait(lambda: watch.deployments_done(2) >= n, timeout, "baseline storm")
         out = {"objects": len(objs), "create_s": create, "storm_s": storm}
         keys = [(o["apiVersion"], o["kind"], ns, o["metadata"]["name"]) for o in objs]
-        out |= delete(lambda: client.delete_all(keys), watch, timeout)
-        return out
+        return delete(lambda: client.delete_all(keys), watch, timeout, out)
     finally:
         watch.close()
         kubectl.run("delete", "namespace", ns, "--wait=false", check=False)
 
 
-def delete(send: Callable[[], None], watch: Watch, timeout: float) -> dict[str, Any]:
+def delete(
+    send: Callable[[], None],
+    watch: Watch,
+    timeout: float,
+    out: dict[str, Any],
+    save: Callable[[dict[str, Any]], None] = lambda _: None,
+) -> dict[str, Any]:
     """Delete, timed until the owned objects are gone and until the pods are too
     (the garbage collector's pace: ReplicaSets and pods after their owners)."""
     t0 = time.monotonic()
     send()
     wait(lambda: watch.owned_left() == 0, timeout, "delete")
-    owned = time.monotonic() - t0
+    out["delete_owned_s"] = time.monotonic() - t0
+    save(out)
     wait(lambda: watch.left() == 0, 2 * timeout, "delete: pods")
-    return {"delete_owned_s": owned, "delete_s": time.monotonic() - t0}
+    out["delete_s"] = time.monotonic() - t0
+    return out
 
 
 def load() -> list[float]:
@@ -547,12 +554,14 @@ def with_sluice(
         }
         save(out)
 
-        out |= delete(
+        delete(
             lambda: kubectl.run(
                 "delete", "inferenceservices.sluice.dev", "--all", "-n", ns, "--wait=false"
             ),
             watch,
             timeout,
+            out,
+            save,
         )
         m2 = metrics(port)
         out["run_control_cycles"] = cycles({}, m2)
