@@ -719,7 +719,12 @@ def run(out: Path) -> dict[str, Any]:
             cluster.down()
     results["machine"]["load_at_end"] = load()
     write()
-    _plot(out, [r for r in results["runs"] if "create_ratio" in r])
+    hold = [
+        r["sluice"]["idle_hold"]["samples"]
+        for r in results["runs"]
+        if "idle_hold" in r.get("sluice", {})
+    ]
+    _plot(out, results["runs"], hold[0] if hold else None)
     return results
 
 
@@ -738,7 +743,17 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _plot(out: Path, runs: list[dict[str, Any]]) -> None:
+def _peak(sl: dict[str, Any]) -> float | None:
+    got = [sl.get(k) for k in ("peak_rss_mb", "peak_rss_before_delete_mb", "rss_after_create_mb")]
+    return next((x for x in got if x is not None), None)
+
+
+def _plot(
+    out: Path, runs: list[dict[str, Any]], idle_samples: list[dict[str, Any]] | None = None
+) -> None:
+    """Ratios, peak RSS and idle requests by N (what was measured of each run), and
+    the RSS of a long idle window when there is one."""
+    runs = [r for r in runs if "sluice" in r]
     if not runs:
         return
     import matplotlib
@@ -747,13 +762,17 @@ def _plot(out: Path, runs: list[dict[str, Any]]) -> None:
     import matplotlib.pyplot as plt
 
     ns = [r["n"] for r in runs]
-    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.6))
+    panels = 3 if idle_samples else 2
+    fig, axes = plt.subplots(1, panels, figsize=(5 * panels, 3.6))
+    a, b = axes[0], axes[1]
     for key, label in (
         ("create_ratio", "create"),
         ("storm_ratio", "storm"),
-        ("delete_ratio", "delete"),
+        ("delete_ratio", "delete (pods gone)"),
     ):
-        a.plot(ns, [r[key] for r in runs], marker="o", label=label)
+        pts = [(r["n"], r[key]) for r in runs if r.get(key) is not None]
+        if pts:
+            a.plot(*zip(*pts, strict=True), marker="o", label=label)
     a.axhline(1.3, color="grey", ls="--", lw=1, label="target 1.3x")
     a.set_xscale("log")
     a.set_xticks(ns, [str(n) for n in ns])
@@ -761,14 +780,17 @@ def _plot(out: Path, runs: list[dict[str, Any]]) -> None:
     a.set_ylabel("Sluice / plain client, time")
     a.set_title("Time to converge, ratio to baseline")
     a.grid(alpha=0.3)
-    a.legend()
-    b.plot(ns, [r["sluice"]["peak_rss_mb"] for r in runs], marker="o", label="peak RSS, MB")
-    b.plot(
-        ns,
-        [r["sluice"]["idle"]["audit_requests_per_min_beyond_watches"] for r in runs],
-        marker="s",
-        label="idle API requests/min",
-    )
+    a.legend(fontsize=8)
+    peak = [(r["n"], _peak(r["sluice"])) for r in runs if _peak(r["sluice"]) is not None]
+    if peak:
+        b.plot(*zip(*peak, strict=True), marker="o", label="peak RSS, MB")
+    idle = [
+        (r["n"], r["sluice"]["idle"]["audit_requests_per_min_beyond_watches"])
+        for r in runs
+        if "idle" in r["sluice"]
+    ]
+    if idle:
+        b.plot(*zip(*idle, strict=True), marker="s", label="idle API requests/min")
     b.axhline(250, color="grey", ls="--", lw=1, label="RSS target 250 MB")
     b.axhline(60, color="grey", ls=":", lw=1, label="idle target 60/min")
     b.set_xscale("log")
@@ -777,6 +799,17 @@ def _plot(out: Path, runs: list[dict[str, Any]]) -> None:
     b.set_title("Operator memory and idle requests")
     b.grid(alpha=0.3)
     b.legend(fontsize=8)
+    if idle_samples:
+        c = axes[2]
+        c.plot(
+            [x["t_s"] / 60 for x in idle_samples], [x["rss_mb"] for x in idle_samples], marker="."
+        )
+        c.set_ylim(0, max(260.0, max(x["rss_mb"] for x in idle_samples) * 1.1))
+        c.axhline(250, color="grey", ls="--", lw=1)
+        c.set_xlabel("minutes idle")
+        c.set_ylabel("operator RSS, MB")
+        c.set_title("1,000 services left idle")
+        c.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(out / "scale.png", dpi=110)
     plt.close(fig)
@@ -786,7 +819,7 @@ def main() -> int:
     out = REPO / "docs" / "bench"
     out.mkdir(parents=True, exist_ok=True)
     results = run(out)
-    print(json.dumps([_summary(r) for r in results["runs"]], indent=2))
+    print(json.dumps([_summary(r) for r in results["runs"] if "create_ratio" in r], indent=2))
     return 0
 
 
