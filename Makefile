@@ -71,7 +71,7 @@ test: deps $(VENV_STAMP) bins lint ## the test command: lint, unit and integrati
 bench: deps $(VENV_STAMP) bins ## benchmarks; results in docs/bench/ (summary: docs/bench/README.md)
 	$(PY) -m tests.bench
 
-bench-scale: deps $(VENV_STAMP) bins ## N=100,300,1000 services vs a plain client; docs/bench/scale.json (~30 min)
+bench-scale: deps $(VENV_STAMP) bins ## N=100,300,1000 services vs a plain client; docs/bench/scale.json (about 1 h on 2 cores; more under load)
 	$(PY) -m tests.bench.scale_bench
 
 bench-control: $(VENV_STAMP) ## control quality: Sluice vs HPA, KEDA, oracle on simulated traffic (ARGS=--quick)
