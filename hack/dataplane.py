@@ -53,6 +53,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -143,14 +144,27 @@ def host_address(ip: str) -> str:
 
 
 class Addresses:
-    """Loopback pod IPs ``<subnet>.2`` .. ``<subnet>.254``."""
+    """Loopback pod IPs ``<subnet>.2`` .. ``<subnet>.254``, handed out in turn.
 
-    def __init__(self, subnet: str, ports: tuple[int, ...] = (8000, 8001, 8002)) -> None:
+    As host-local IPAM does, the next address after the last one given, not the lowest
+    free one: a pod's address is not reused by the next pod at once, so whatever still
+    holds a connection to the old pod (a gateway's idle pool) cannot reach the new one
+    by mistake.
+    """
+
+    def __init__(
+        self,
+        subnet: str,
+        ports: tuple[int, ...] = (8000, 8001, 8002),
+        free: Callable[[str], bool] | None = None,
+    ) -> None:
         self.subnet, self.ports = subnet, ports
         self.used: set[str] = set()
+        self.last = 1
         self.lock = threading.Lock()
+        self.free = free or self.bindable
 
-    def free(self, ip: str) -> bool:
+    def bindable(self, ip: str) -> bool:
         for port in self.ports:
             with socket.socket() as s:
                 try:
@@ -160,14 +174,17 @@ class Addresses:
         return True
 
     def take(self, wanted: str | None = None) -> str:
+        """``wanted`` (a restarted plane keeps a pod's published IP) or the next free one."""
         with self.lock:
             if wanted and wanted.startswith(self.subnet + ".") and wanted not in self.used:
                 self.used.add(wanted)
                 return wanted
-            for last in range(2, 255):
+            for i in range(253):
+                last = 2 + (self.last - 1 + i) % 253
                 ip = f"{self.subnet}.{last}"
                 if ip not in self.used and self.free(ip):
                     self.used.add(ip)
+                    self.last = last
                     return ip
         raise RuntimeError(f"no free address in {self.subnet}.0/24")
 
@@ -225,6 +242,56 @@ class Probe:
     def reset(self, started: float) -> None:
         self.successes = self.failures = 0
         self.next_at = started + float(self.spec.get("initialDelaySeconds", 0))
+
+
+def probe_step(
+    probes: dict[str, Probe],
+    t: float,
+    started: bool,
+    ready: bool,
+    check: Callable[[Probe], bool],
+) -> tuple[bool, bool, str | None]:
+    """Run the probes due at ``t``: (started, ready, why the container must restart or None).
+
+    A kubelet's rules: the startup probe runs until it succeeds once, and until then
+    neither liveness nor readiness runs; ``failureThreshold`` consecutive startup or
+    liveness failures restart the container; readiness turns true after
+    ``successThreshold`` consecutive successes and false after ``failureThreshold``
+    consecutive failures; without a readiness probe a started container is ready.
+    ``check`` is the probe itself (the only impure part).
+    """
+    for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
+        probe = probes.get(kind)
+        if probe is None or t < probe.next_at:
+            continue
+        if (kind == "startupProbe") == started:  # startup before, the others after
+            continue
+        probe.next_at = t + probe.period
+        ok = check(probe)
+        if ok:
+            probe.successes += 1
+            probe.failures = 0
+        else:
+            probe.failures += 1
+            probe.successes = 0
+        if kind == "startupProbe":
+            if ok:
+                started = True
+                for k in ("readinessProbe", "livenessProbe"):
+                    if k in probes:
+                        probes[k].next_at = t  # start probing right away
+            elif probe.failures >= probe.failure_threshold:
+                return False, False, "startup probe failed"
+        elif kind == "livenessProbe":
+            if not ok and probe.failures >= probe.failure_threshold:
+                return started, False, "liveness probe failed"
+        elif ok and probe.successes >= probe.success_threshold:
+            ready = True
+        elif not ok and probe.failures >= probe.failure_threshold:
+            ready = False
+    if started and "readinessProbe" not in probes:
+        ready = True
+    return started, ready, None
 
 
 # ------------------------------------------------------------------------ pods
@@ -404,43 +471,11 @@ class PodWorker:
         return True
 
     def run_probes(self, c: dict[str, Any], t: float) -> None:
-        for kind in ("startupProbe", "livenessProbe", "readinessProbe"):
-            probe = self.probes.get(kind)
-            if probe is None or t < probe.next_at:
-                continue
-            if kind == "startupProbe" and self.started:
-                continue
-            if kind != "startupProbe" and not self.started:
-                continue
-            probe.next_at = t + probe.period
-            ok = self.check(c, probe)
-            if ok:
-                probe.successes += 1
-                probe.failures = 0
-            else:
-                probe.failures += 1
-                probe.successes = 0
-            if kind == "startupProbe":
-                if ok:
-                    self.started = True
-                    for k in ("readinessProbe", "livenessProbe"):
-                        if k in self.probes:
-                            self.probes[k].next_at = t  # start probing right away
-                    if "readinessProbe" not in self.probes:
-                        self.ready = True
-                elif probe.failures >= probe.failure_threshold:
-                    self.restart(c, "startup probe failed")
-                    return
-            elif kind == "livenessProbe" and not ok and probe.failures >= probe.failure_threshold:
-                self.restart(c, "liveness probe failed")
-                return
-            elif kind == "readinessProbe":
-                if ok and probe.successes >= probe.success_threshold:
-                    self.ready = True
-                elif not ok and probe.failures >= probe.failure_threshold:
-                    self.ready = False
-        if self.started and "readinessProbe" not in self.probes:
-            self.ready = True
+        self.started, self.ready, why = probe_step(
+            self.probes, t, self.started, self.ready, lambda p: self.check(c, p)
+        )
+        if why:
+            self.restart(c, why)
 
     def restart(self, c: dict[str, Any], why: str) -> None:
         LOG.info("%s: %s; restarting the container", self.key, why)
@@ -612,6 +647,31 @@ class PodWorker:
             LOG.info("%s: Ready=%s", self.key, ready)
 
 
+def target_labels(pod: dict[str, Any], relabelings: list[dict[str, Any]]) -> dict[str, str]:
+    """The series labels a PodMonitor's ``relabelings`` give this pod's metrics target.
+
+    Prometheus' Kubernetes discovery meta labels (``__meta_kubernetes_namespace``,
+    ``..._pod_name``, ``..._pod_label_<name>`` with non-alphanumerics as ``_``), then
+    each relabeling's ``sourceLabels`` joined by ``;`` into its ``targetLabel``; an empty
+    value sets nothing, as Prometheus drops empty labels.
+    """
+    m = pod["metadata"]
+    meta = {
+        "__meta_kubernetes_namespace": m["namespace"],
+        "__meta_kubernetes_pod_name": m["name"],
+    }
+    for k, v in (m.get("labels") or {}).items():
+        meta["__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", k)] = v
+    out: dict[str, str] = {}
+    for r in relabelings:
+        value = ";".join(meta.get(s, "") for s in r.get("sourceLabels") or [])
+        if value:
+            out[r["targetLabel"]] = value
+    out["container"] = CONTAINER
+    out["endpoint"] = "metrics"
+    return out
+
+
 def descendants(pid: int) -> list[int]:
     kids: dict[int, list[int]] = {}
     for entry in os.listdir("/proc"):
@@ -724,22 +784,7 @@ class DataPlane:
         self.write_targets()
 
     def labels(self, pod: dict[str, Any]) -> dict[str, str]:
-        """The series labels the rendered PodMonitor's relabelings give this pod."""
-        m = pod["metadata"]
-        meta = {
-            "__meta_kubernetes_namespace": m["namespace"],
-            "__meta_kubernetes_pod_name": m["name"],
-        }
-        for k, v in (m.get("labels") or {}).items():
-            meta["__meta_kubernetes_pod_label_" + re.sub(r"[^a-zA-Z0-9_]", "_", k)] = v
-        out: dict[str, str] = {}
-        for r in self.relabelings:
-            value = ";".join(meta.get(s, "") for s in r.get("sourceLabels") or [])
-            if value:
-                out[r["targetLabel"]] = value
-        out["container"] = CONTAINER
-        out["endpoint"] = "metrics"
-        return out
+        return target_labels(pod, self.relabelings)
 
     def write_targets(self) -> None:
         with self.lock:

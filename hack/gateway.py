@@ -30,6 +30,10 @@ Implemented of HTTPRoute (gateway.networking.k8s.io/v1):
     are not ready); the backendRef port is mapped through the
     Service's port name to the slice's port. Among ready endpoints the one with the
     fewest requests in flight (least-request, Envoy Gateway's default), ties at random.
+    Keep-alive connections per endpoint; those to endpoints that left the ready set are
+    closed at each refresh (a new pod may get a gone pod's address), and a request whose
+    kept connection turns out closed by the backend before any answer is sent once more
+    on a new connection (it never reached the backend), as proxies' pools do.
   * filters: RequestMirror (``percent`` or ``fraction``; fire and forget, answers
     dropped), RequestHeaderModifier (set, add, remove).
   * rules[].timeouts.request.
@@ -42,7 +46,9 @@ namespace backendRefs (ReferenceGrant), backends other than Services.
 
 It counts what it forwards: ``GET /_gateway/stats`` (JSON: requests per route,
 backend and status code) and ``GET /_gateway/metrics`` (Prometheus text, with a
-latency histogram per route and backend).
+latency histogram per route and backend); ``GET /_gateway/routes`` shows the routes'
+rules and weights as the gateway holds them now (its view lags the cluster by up to a
+refresh).
 """
 
 from __future__ import annotations
@@ -95,10 +101,10 @@ class World:
 
 
 def load_world(api: k8s.ApiClient) -> World:
+    """Read the routes, Services and EndpointSlices of every namespace."""
     custom = k8s.CustomObjectsApi(api)
     core = k8s.CoreV1Api(api)
     disc = k8s.DiscoveryV1Api(api)
-    w = World()
     try:
         routes = custom.list_cluster_custom_object("gateway.networking.k8s.io", "v1", "httproutes")[
             "items"
@@ -107,13 +113,21 @@ def load_world(api: k8s.ApiClient) -> World:
         if e.status != 404:  # no Gateway API CRDs yet: no routes
             raise
         routes = []
+    svcs = json.loads(core.list_service_for_all_namespaces(_preload_content=False).data)
+    slices = json.loads(disc.list_endpoint_slice_for_all_namespaces(_preload_content=False).data)
+    return world_from(routes, svcs["items"], slices["items"])
+
+
+def world_from(
+    routes: list[dict[str, Any]], services: list[dict[str, Any]], slices: list[dict[str, Any]]
+) -> World:
+    """The gateway's view of the objects: only ``conditions.ready`` endpoints count."""
+    w = World()
     for r in routes:
         w.routes[(r["metadata"]["namespace"], r["metadata"]["name"])] = r
-    svcs = json.loads(core.list_service_for_all_namespaces(_preload_content=False).data)
-    for s in svcs["items"]:
+    for s in services:
         w.services[(s["metadata"]["namespace"], s["metadata"]["name"])] = s
-    slices = json.loads(disc.list_endpoint_slice_for_all_namespaces(_preload_content=False).data)
-    for sl in slices["items"]:
+    for sl in slices:
         svc = (sl["metadata"].get("labels") or {}).get("kubernetes.io/service-name")
         if not svc:
             continue
@@ -124,6 +138,50 @@ def load_world(api: k8s.ApiClient) -> World:
                 if (ep.get("conditions") or {}).get("ready") is True:
                     eps.extend((host_address(a), int(p["port"])) for a in ep.get("addresses") or [])
     return w
+
+
+def ready_endpoints(w: World, ns: str, svc: str, port: int) -> list[tuple[str, int]] | None:
+    """Ready (ip, port) behind the Service's ``port``; None when the Service is unknown.
+
+    The backendRef's port is the Service's; EndpointSlices name their ports after the
+    Service's port names, so the number is mapped through the name.
+    """
+    s = w.services.get((ns, svc))
+    if s is None:
+        return None
+    name = ""
+    for p in s["spec"].get("ports") or []:
+        if int(p["port"]) == port:
+            name = p.get("name") or ""
+    return list((w.ready.get((ns, svc)) or {}).get(name) or [])
+
+
+def apex_port(service: dict[str, Any]) -> int:
+    """The port a request without a route goes to: the Service's ``http`` port (or 8000)."""
+    for p in service["spec"].get("ports") or []:
+        if p.get("name") == "http":
+            return int(p["port"])
+    return 8000
+
+
+def route_view(w: World) -> dict[str, list[dict[str, Any]]]:
+    """The routes as the gateway routes them now: per rule, its matches and weights."""
+    return {
+        f"{ns}/{name}": [
+            {
+                "matches": rule.get("matches") or [],
+                "weights": {
+                    b["name"]: int(b.get("weight", 1)) for b in rule.get("backendRefs") or []
+                },
+            }
+            for rule in r["spec"].get("rules") or []
+        ]
+        for (ns, name), r in sorted(w.routes.items())
+    }
+
+
+def all_ready(w: World) -> set[tuple[str, int]]:
+    return {ep for by_port in w.ready.values() for eps in by_port.values() for ep in eps}
 
 
 def host_address(ip: str) -> str:
@@ -213,23 +271,137 @@ def host_matches(patterns: list[str], host: str) -> bool:
     return False
 
 
+# ------------------------------------------------------------------- routing
+
+
+@dataclass
+class Routed:
+    """Where one request goes: the answer of :func:`route` (pure)."""
+
+    namespace: str
+    name: str  # the HTTPRoute, or the Service reached without one
+    backend: str = ""  # the Service chosen
+    port: int = 0
+    path: str = "/"  # the path the backend sees
+    timeout: float | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # after the rule's filters
+    mirrors: list[tuple[str, int]] = field(default_factory=list)  # (Service, port)
+    error: tuple[int, str] | None = None  # answered by the gateway itself
+
+
+def resolve(
+    w: World, path: str, headers: dict[str, str]
+) -> tuple[str, str, dict[str, Any] | None, str] | None:
+    """(namespace, route or Service name, route or None, the backend's path), or None.
+
+    ``/<namespace>/<name>/<rest>``: the route ``<namespace>/<name>`` (or, without one,
+    the Service of that name) with ``/<rest>`` as the path; otherwise a route whose
+    ``hostnames`` match the Host header, with the path unchanged.
+    """
+    parts = path.split("/", 3)
+    if len(parts) >= 3 and parts[1] and parts[2]:
+        ns, name = parts[1], parts[2]
+        rest = "/" + (parts[3] if len(parts) > 3 else "")
+        r = w.routes.get((ns, name))
+        if r is not None:
+            return ns, name, r, rest
+        if (ns, name) in w.services:
+            return ns, name, None, rest
+    host = headers.get("host", "")
+    for (ns, name), r in w.routes.items():
+        if host_matches(r["spec"].get("hostnames") or [], host):
+            return ns, name, r, path
+    return None
+
+
+def modify_headers(m: dict[str, Any], headers: dict[str, str]) -> None:
+    """RequestHeaderModifier: set (replacing any case), add, remove, in that order."""
+    for hdr in m.get("set") or []:
+        for k in [k for k in headers if k.lower() == hdr["name"].lower()]:
+            del headers[k]
+        headers[hdr["name"]] = hdr["value"]
+    for hdr in m.get("add") or []:
+        headers[hdr["name"]] = hdr["value"]
+    for name in m.get("remove") or []:
+        for k in [k for k in headers if k.lower() == name.lower()]:
+            del headers[k]
+
+
+def mirror_share(m: dict[str, Any]) -> float:
+    """The share of requests a RequestMirror copies: ``fraction``, ``percent``, else all."""
+    if "fraction" in m:
+        f = m["fraction"]
+        return float(f["numerator"]) / float(f.get("denominator", 100))
+    return float(m.get("percent", 100)) / 100
+
+
+def route(
+    w: World,
+    method: str,
+    path: str,
+    qs: str,
+    headers: dict[str, str],
+    rng: random.Random,
+) -> Routed | None:
+    """Which backend a request goes to, with what path, headers and timeout; None: no route.
+
+    ``headers`` are the request's, names as sent; matching compares names in lower case.
+    """
+    lower = {k.lower(): v for k, v in headers.items()}
+    found = resolve(w, path, lower)
+    if found is None:
+        return None
+    ns, name, r, rest = found
+    out = {k: v for k, v in headers.items() if k.lower() not in HOP_BY_HOP}
+    if r is None:
+        svc = w.services[(ns, name)]
+        return Routed(ns, name, backend=name, port=apex_port(svc), path=rest, headers=out)
+    rule = pick_rule(r, method, rest, lower, dict(parse_qsl(qs)))
+    if rule is None:
+        return Routed(ns, name, path=rest, error=(404, "no rule matches"))
+    t = (rule.get("timeouts") or {}).get("request") or ""
+    routed = Routed(ns, name, path=rest, timeout=parse_duration(t) if t else None, headers=out)
+    for f in rule.get("filters") or []:
+        kind = f.get("type")
+        if kind == "RequestMirror":
+            m = f["requestMirror"]
+            if rng.random() < mirror_share(m):
+                ref = m["backendRef"]
+                routed.mirrors.append((ref["name"], int(ref.get("port", 8000))))
+        elif kind == "RequestHeaderModifier":
+            modify_headers(f["requestHeaderModifier"], out)
+        else:
+            LOG.warning("filter %s not implemented; ignored", kind)
+    ref = weighted(rule.get("backendRefs") or [], rng)
+    if ref is None:
+        routed.error = (500, "no backend with weight")
+        return routed
+    routed.backend, routed.port = ref["name"], int(ref.get("port", 8000))
+    return routed
+
+
 # ----------------------------------------------------------------- forwarding
+
+Endpoint = tuple[str, int]
+STALE = (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError)
 
 
 class Pool:
     """Keep-alive connections per endpoint, and requests in flight per endpoint."""
 
     def __init__(self) -> None:
-        self.idle: dict[tuple[str, int], list[http.client.HTTPConnection]] = defaultdict(list)
-        self.inflight: dict[tuple[str, int], int] = defaultdict(int)
+        self.idle: dict[Endpoint, list[http.client.HTTPConnection]] = defaultdict(list)
+        self.inflight: dict[Endpoint, int] = defaultdict(int)
         self.lock = threading.Lock()
 
-    def least(self, eps: list[tuple[str, int]], rng: random.Random) -> tuple[str, int]:
+    def least(self, eps: list[Endpoint], rng: random.Random) -> Endpoint:
+        """The endpoint with the fewest requests in flight (least-request), ties at random."""
         with self.lock:
             low = min(self.inflight[e] for e in eps)
             return rng.choice([e for e in eps if self.inflight[e] == low])
 
-    def get(self, ep: tuple[str, int], timeout: float | None) -> http.client.HTTPConnection:
+    def get(self, ep: Endpoint, timeout: float | None) -> tuple[http.client.HTTPConnection, bool]:
+        """A connection to ``ep`` and whether it is a reused idle one."""
         with self.lock:
             self.inflight[ep] += 1
             if self.idle[ep]:
@@ -237,14 +409,27 @@ class Pool:
                 c.timeout = timeout
                 if c.sock is not None:
                     c.sock.settimeout(timeout)
-                return c
-        return http.client.HTTPConnection(ep[0], ep[1], timeout=timeout)
+                return c, True
+        return http.client.HTTPConnection(ep[0], ep[1], timeout=timeout), False
 
-    def put(self, ep: tuple[str, int], c: http.client.HTTPConnection | None) -> None:
+    def put(self, ep: Endpoint, c: http.client.HTTPConnection | None) -> None:
         with self.lock:
             self.inflight[ep] -= 1
             if c is not None and len(self.idle[ep]) < 64:
                 self.idle[ep].append(c)
+
+    def prune(self, live: set[Endpoint]) -> int:
+        """Close the idle connections to endpoints no longer ready; how many.
+
+        A pod that left keeps its address free for the next one: a connection kept
+        from the old process must not carry a request to the new one.
+        """
+        with self.lock:
+            gone = [ep for ep in self.idle if ep not in live]
+            conns = [c for ep in gone for c in self.idle.pop(ep)]
+        for c in conns:
+            c.close()
+        return len(conns)
 
 
 class Stats:
@@ -299,6 +484,27 @@ class Stats:
         return "\n".join(lines) + "\n"
 
 
+@dataclass(frozen=True)
+class Outbound:
+    """A request on its way to a backend Service (forwarded, or a mirror's copy)."""
+
+    namespace: str
+    service: str
+    port: int
+    method: str
+    target: str  # path and query
+    headers: dict[str, str]
+    body: bytes
+
+
+class Upstream(Exception):
+    """The backend could not be reached or gave no answer: the gateway answers ``code``."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
 class Gateway:
     def __init__(self, api: k8s.ApiClient) -> None:
         self.api = api
@@ -319,41 +525,11 @@ class Gateway:
         while not self.stop.is_set():
             try:
                 self.world = load_world(self.api)
+                self.pool.prune(all_ready(self.world))
                 self.loaded.set()
             except Exception as e:  # the apiserver may be restarting: keep the last view
                 LOG.warning("refresh failed: %s", e)
             self.stop.wait(POLL_SECONDS)  # polling period of the cluster's objects
-
-    def endpoints(self, ns: str, svc: str, port: int) -> list[tuple[str, int]] | None:
-        """Ready (ip, port) of the Service's ``port``; None when the Service is unknown."""
-        w = self.world
-        s = w.services.get((ns, svc))
-        if s is None:
-            return None
-        name = ""
-        for p in s["spec"].get("ports") or []:
-            if int(p["port"]) == port:
-                name = p.get("name") or ""
-        return list((w.ready.get((ns, svc)) or {}).get(name) or [])
-
-    def resolve(
-        self, method: str, path: str, headers: dict[str, str]
-    ) -> tuple[str, str, dict[str, Any] | None, str]:
-        """(namespace, route or service name, rule or None, path for the backend)."""
-        parts = path.split("/", 3)
-        if len(parts) >= 3 and parts[1] and parts[2]:
-            ns, name = parts[1], parts[2]
-            rest = "/" + (parts[3] if len(parts) > 3 else "")
-            route = self.world.routes.get((ns, name))
-            if route is not None:
-                return ns, name, route, rest
-            if (ns, name) in self.world.services:
-                return ns, name, None, rest
-        host = headers.get("host", "")
-        for (ns, name), route in self.world.routes.items():
-            if host_matches(route["spec"].get("hostnames") or [], host):
-                return ns, name, route, path
-        raise LookupError(path)
 
     def handle(self, h: BaseHTTPRequestHandler) -> None:
         t0 = time.monotonic()
@@ -361,160 +537,84 @@ class Gateway:
         if path.startswith("/_gateway/"):
             self.admin(h, path)
             return
-        headers = {k.lower(): v for k, v in h.headers.items()}
-        length = int(headers.get("content-length") or 0)
+        length = int(h.headers.get("content-length") or 0)
         body = h.rfile.read(length) if length else b""
-        try:
-            ns, name, route, rest = self.resolve(h.command, path, headers)
-        except LookupError:
+        r = route(self.world, h.command, path, qs, dict(h.headers.items()), self.rng())
+        if r is None:
             self.reply(h, 404, b"no route\n")
             return
-        timeout: float | None = None
-        out_headers = {k: v for k, v in h.headers.items() if k.lower() not in HOP_BY_HOP}
-        if route is None:
-            backend, port = name, 8000
-            for p in self.world.services[(ns, name)]["spec"].get("ports") or []:
-                if p.get("name") == "http":
-                    port = int(p["port"])
-        else:
-            query = dict(parse_qsl(qs))
-            rule = pick_rule(route, h.command, rest, headers, query)
-            if rule is None:
-                self.reply(h, 404, b"no rule matches\n")
-                return
-            t = ((rule.get("timeouts") or {}).get("request")) or ""
-            if t:
-                timeout = parse_duration(t)
-            for f in rule.get("filters") or []:
-                self.filter(f, ns, rest, qs, out_headers, body, h.command)
-            ref = weighted(rule.get("backendRefs") or [], self.rng())
-            if ref is None:
-                self.reply(h, 500, b"no backend with weight\n")
-                self.stats.add(ns, name, "", 500, 0)
-                return
-            backend, port = ref["name"], int(ref.get("port", 8000))
-        code = self.forward(h, ns, backend, port, rest, qs, out_headers, body, timeout)
-        self.stats.add(ns, name, backend, code, (time.monotonic() - t0) * 1000)
-
-    def filter(
-        self,
-        f: dict[str, Any],
-        ns: str,
-        path: str,
-        qs: str,
-        headers: dict[str, str],
-        body: bytes,
-        method: str,
-    ) -> None:
-        kind = f.get("type")
-        if kind == "RequestMirror":
-            m = f["requestMirror"]
-            if "fraction" in m:
-                share = m["fraction"]["numerator"] / m["fraction"].get("denominator", 100)
-            else:
-                share = m.get("percent", 100) / 100
-            if self.rng().random() < share:
-                ref = m["backendRef"]
-                threading.Thread(
-                    target=self.mirror,
-                    args=(
-                        ns,
-                        ref["name"],
-                        int(ref.get("port", 8000)),
-                        path,
-                        qs,
-                        dict(headers),
-                        body,
-                        method,
-                    ),
-                    daemon=True,
-                ).start()
-        elif kind == "RequestHeaderModifier":
-            m = f["requestHeaderModifier"]
-            for hdr in m.get("set") or []:
-                for k in [k for k in headers if k.lower() == hdr["name"].lower()]:
-                    del headers[k]
-                headers[hdr["name"]] = hdr["value"]
-            for hdr in m.get("add") or []:
-                headers[hdr["name"]] = hdr["value"]
-            for name in m.get("remove") or []:
-                for k in [k for k in headers if k.lower() == name.lower()]:
-                    del headers[k]
-        else:
-            LOG.warning("filter %s not implemented; ignored", kind)
-
-    def mirror(
-        self,
-        ns: str,
-        svc: str,
-        port: int,
-        path: str,
-        qs: str,
-        headers: dict[str, str],
-        body: bytes,
-        method: str,
-    ) -> None:
-        eps = self.endpoints(ns, svc, port)
-        if not eps:
+        if r.error is not None:
+            self.reply(h, r.error[0], r.error[1].encode() + b"\n")
+            if r.error[0] == 500:
+                self.stats.add(r.namespace, r.name, "", 500, 0)
             return
-        ep = self.pool.least(eps, self.rng())
-        conn = self.pool.get(ep, 30)
+        target = r.path + ("?" + qs if qs else "")
+        for svc, port in r.mirrors:  # fire and forget: the answer is dropped
+            copy = Outbound(r.namespace, svc, port, h.command, target, dict(r.headers), body)
+            threading.Thread(target=self.mirror, args=(copy,), daemon=True).start()
+        out = Outbound(r.namespace, r.backend, r.port, h.command, target, r.headers, body)
         try:
-            conn.request(method, path + ("?" + qs if qs else ""), body=body, headers=headers)
-            conn.getresponse().read()
-            self.pool.put(ep, conn)
-        except (OSError, http.client.HTTPException):
-            conn.close()
-            self.pool.put(ep, None)
-        self.stats.add(ns, "mirror", svc, 0, 0)
-
-    def forward(
-        self,
-        h: BaseHTTPRequestHandler,
-        ns: str,
-        svc: str,
-        port: int,
-        path: str,
-        qs: str,
-        headers: dict[str, str],
-        body: bytes,
-        timeout: float | None,
-    ) -> int:
-        eps = self.endpoints(ns, svc, port)
-        if eps is None:
-            self.reply(h, 500, f"backend Service {ns}/{svc} not found\n".encode())
-            return 500
-        if not eps:
-            self.reply(h, 503, f"no ready endpoints for {ns}/{svc}\n".encode())
-            return 503
-        ep = self.pool.least(eps, self.rng())
-        conn = self.pool.get(ep, timeout or 300)
-        try:
-            conn.request(h.command, path + ("?" + qs if qs else ""), body=body, headers=headers)
-            r = conn.getresponse()
-            data = r.read()
-            resp_headers = [(k, v) for k, v in r.getheaders() if k.lower() not in HOP_BY_HOP]
-            keep = not r.will_close
-        except (OSError, http.client.HTTPException) as e:
-            conn.close()
-            self.pool.put(ep, None)
-            self.reply(h, 503, f"upstream {ep[0]}:{ep[1]} failed: {e}\n".encode())
-            return 503
-        self.pool.put(ep, conn if keep else None)
-        h.send_response(r.status)
-        for k, v in resp_headers:
-            if k.lower() != "content-length":
-                h.send_header(k, v)
+            status, headers, data = self.send(out, r.timeout or 300)
+        except Upstream as e:
+            status, headers, data = e.code, [("Content-Type", "text/plain")], f"{e}\n".encode()
+        h.send_response(status)
+        for k, v in headers:
+            h.send_header(k, v)
         h.send_header("Content-Length", str(len(data)))
         h.end_headers()
         h.wfile.write(data)
-        return int(r.status)
+        self.stats.add(r.namespace, r.name, r.backend, status, (time.monotonic() - t0) * 1000)
+
+    def mirror(self, out: Outbound) -> None:
+        with contextlib.suppress(Upstream):
+            self.send(out, 30)
+        self.stats.add(out.namespace, "mirror", out.service, 0, 0)
+
+    def send(self, out: Outbound, timeout: float) -> tuple[int, list[tuple[str, str]], bytes]:
+        """The one forwarding path: a ready endpoint of ``svc``, its status, headers, body.
+
+        A kept connection the backend closed while idle fails before any answer; the
+        request never reached the backend, so it is sent once more on a new connection.
+        """
+        ns, svc = out.namespace, out.service
+        eps = ready_endpoints(self.world, ns, svc, out.port)
+        if eps is None:
+            raise Upstream(500, f"backend Service {ns}/{svc} not found")
+        if not eps:
+            raise Upstream(503, f"no ready endpoints for {ns}/{svc}")
+        ep = self.pool.least(eps, self.rng())
+        for _attempt in range(2):
+            conn, reused = self.pool.get(ep, timeout)
+            try:
+                conn.request(out.method, out.target, body=out.body, headers=out.headers)
+                r = conn.getresponse()
+                data = r.read()
+            except STALE as e:
+                conn.close()
+                self.pool.put(ep, None)
+                if reused:
+                    continue
+                raise Upstream(503, f"upstream {ep[0]}:{ep[1]} failed: {e}") from e
+            except (OSError, http.client.HTTPException) as e:
+                conn.close()
+                self.pool.put(ep, None)
+                raise Upstream(503, f"upstream {ep[0]}:{ep[1]} failed: {e}") from e
+            self.pool.put(ep, None if r.will_close else conn)
+            kept = [
+                (k, v)
+                for k, v in r.getheaders()
+                if k.lower() not in HOP_BY_HOP and k.lower() != "content-length"
+            ]
+            return int(r.status), kept, data
+        raise Upstream(503, f"upstream {ep[0]}:{ep[1]} closed the connection")
 
     def admin(self, h: BaseHTTPRequestHandler, path: str) -> None:
         if path == "/_gateway/stats":
             self.reply(h, 200, json.dumps(self.stats.json()).encode(), "application/json")
         elif path == "/_gateway/metrics":
             self.reply(h, 200, self.stats.prometheus().encode(), "text/plain; version=0.0.4")
+        elif path == "/_gateway/routes":
+            self.reply(h, 200, json.dumps(route_view(self.world)).encode(), "application/json")
         elif path == "/_gateway/healthz":
             self.reply(h, 200 if self.loaded.is_set() else 503, b"ok\n")
         else:

@@ -12,7 +12,8 @@
 --                failed its analysis, until the next spec change starts a new
 --                rollout); Ready False for any other reason.
 --   Suspended    Ready False with reason ScaledToZero (spec.replicas is 0 on purpose);
---                a Progressing canary with status.rollout.paused (spec.rollout.paused).
+--                a Progressing canary with status.rollout.paused (spec.rollout.paused),
+--                or awaitingDecision (inconclusive at the progress deadline).
 --   Healthy      Ready True, observedGeneration == generation, nothing in flight.
 local hs = {}
 
@@ -79,6 +80,10 @@ end
 if phase == "Progressing" and status.rollout.paused == true then
   return say("Suspended", "Canary paused (spec.rollout.paused): "
     .. because(status.rollout, "held where it is"))
+end
+if phase == "Progressing" and status.rollout.awaitingDecision == true then
+  return say("Suspended", "Canary awaiting a decision (sluice promote or abort): "
+    .. because(status.rollout, "inconclusive at the progress deadline"))
 end
 if phase == "Progressing" or phase == "Promoting" then
   return say("Progressing", "Canary " .. string.lower(phase) .. ": "

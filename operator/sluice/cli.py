@@ -161,19 +161,26 @@ def _table(rows: Sequence[Sequence[Any]], indent: str = "  ") -> list[str]:
 def _judgement_rows(signals: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
     rows: list[list[Any]] = [
         ["SIGNAL", "CANDIDATE", "BASELINE", "EFFECT", "INTERVAL", "TOLERANCE", "SAMPLES",
-         "VERDICT"]
+         "BATCHES", "VERDICT", "BETTER"]
     ]  # fmt: skip
     for j in signals:
-        prop = j.get("signal") == "errorRate" or "Rate" in str(j.get("signal"))
+        kind = j.get("kind") or ("proportion" if j.get("signal") == "errorRate" else "ratio")
 
-        def num(k: str, prop: bool = prop, j: Mapping[str, Any] = j) -> str:
+        def num(k: str, kind: str = kind, j: Mapping[str, Any] = j) -> str:
             v = j.get(k)
             if v is None:
                 return "-"
-            return f"{float(v):.2%}" if prop else f"{float(v):.3g}"
+            return f"{float(v):.2%}" if kind == "proportion" else f"{float(v):.4g}"
 
         tol = j.get("tolerance")
-        tol_s = "-" if tol is None else (f"+{tol:.2%}" if prop else f"+{tol:.0%}")
+        if tol is None:
+            tol_s = "-"
+        elif kind == "proportion":
+            tol_s = f"+{tol:.2%}"
+        elif kind == "difference":
+            tol_s = f"{'-' if j.get('direction') == 'higher' else '+'}{tol:g}"
+        else:
+            tol_s = f"+{tol:.0%}"
         interval = (
             f"{num('lower')}..{num('upper')}"
             if j.get("lower") is not None and j.get("upper") is not None
@@ -181,7 +188,8 @@ def _judgement_rows(signals: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
         )
         rows.append(
             [j.get("signal", "?"), num("candidate"), num("baseline"), num("effect"), interval,
-             tol_s, j.get("samples", 0), j.get("verdict", "?")]
+             tol_s, j.get("samples", 0), j.get("batches", 0), j.get("verdict", "?"),
+             j.get("better") or "-"]
         )  # fmt: skip
     return rows
 
@@ -221,6 +229,11 @@ def format_get(
             if r:
                 label = k.capitalize() + ":"
                 lines.append(f"  {label:<10} version {r.get('version')} ({r.get('image')})")
+        if ro.get("awaitingDecision"):
+            lines.append(
+                "  Decision:  awaited: inconclusive at the progress deadline "
+                "(sluice promote | sluice abort, or more evidence)"
+            )
         if ro.get("message"):
             lines.append(f"  Message:   {ro.get('message')}")
         an = ro.get("analysis") or {}

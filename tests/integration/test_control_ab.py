@@ -21,12 +21,49 @@ from tests.support.wait import never, until
 
 NAME = "m"
 SPLIT = {f"{NAME}-main": 75, f"{NAME}-b": 25}
+# A custom signal: compute time per inference from Triton's counters, lower is better.
+_BY = "sum by (namespace, inferenceservice, variant)"
+COMPUTE = {
+    "name": "computeMsPerInference",
+    "query": f"{_BY} (rate(nv_inference_compute_infer_duration_us{{{{selector}}}}[{{window}}]))"
+    f" / {_BY} (rate(nv_inference_count{{{{selector}}}}[{{window}}])) / 1000",
+    "direction": "lower",
+}
 
 
 @pytest.fixture
 def ns(kubectl: Kubectl, crds: None) -> Iterator[str]:
     with temp_namespace(kubectl, "ab") as name:
         yield name
+
+
+def ab_service(
+    kubectl: Kubectl,
+    ns: str,
+    fleet: Fleet,
+    prometheus: PrometheusServer,
+    main_ms: float,
+    b_ms: float,
+    b_weight: int,
+    **spec: object,
+) -> ClusterView:
+    """Stand-ins for main (version 1) and b (version 2), scraped by Prometheus, and the
+    InferenceService splitting traffic between them."""
+    fleet.start("main", version=1, sleep_ms=main_ms)
+    fleet.start("b", version=2, sleep_ms=b_ms)
+    prometheus.set_targets(fleet.targets(ns, NAME))
+    kubectl.apply(
+        isvc_manifest(
+            ns,
+            NAME,
+            1,
+            replicas=1,
+            router={"gateway": {"name": "inference-gw"}},
+            variants=[{"name": "b", "weight": b_weight, "model": {"version": 2}}],
+            **spec,
+        )
+    )
+    return ClusterView(kubectl, ns, NAME)
 
 
 def b_share(rows: dict[str, dict[str, float]]) -> float:
@@ -36,20 +73,7 @@ def b_share(rows: dict[str, dict[str, float]]) -> float:
 def test_fixed_split_is_held_and_variants_are_compared(
     kubectl: Kubectl, kubeconfig: Path, ns: str, fleet: Fleet, prometheus: PrometheusServer
 ) -> None:
-    fleet.start("main", version=1, sleep_ms=5)
-    fleet.start("b", version=2, sleep_ms=40)
-    prometheus.set_targets(fleet.targets(ns, NAME))
-    kubectl.apply(
-        isvc_manifest(
-            ns,
-            NAME,
-            1,
-            replicas=1,
-            router={"gateway": {"name": "inference-gw"}},
-            variants=[{"name": "b", "weight": 25, "model": {"version": 2}}],
-        )
-    )
-    view = ClusterView(kubectl, ns, NAME)
+    view = ab_service(kubectl, ns, fleet, prometheus, main_ms=5, b_ms=40, b_weight=25)
     servers = {v: s.url for v, s in fleet.servers.items()}
     with (
         control_operator(kubeconfig, ns, prometheus.url, fleet.dir),
@@ -99,22 +123,13 @@ def test_experiment_names_the_faster_variant_and_promotes_it(
     kubectl: Kubectl, kubeconfig: Path, ns: str, fleet: Fleet, prometheus: PrometheusServer
 ) -> None:
     """spec.experiment: the sequential judge names b (4x faster) better than main on
-    p99, with the numbers behind it, and promoteWinner moves main to b's version."""
-    fleet.start("main", version=1, sleep_ms=40)
-    fleet.start("b", version=2, sleep_ms=10)
-    prometheus.set_targets(fleet.targets(ns, NAME))
-    kubectl.apply(
-        isvc_manifest(
-            ns,
-            NAME,
-            1,
-            replicas=1,
-            router={"gateway": {"name": "inference-gw"}},
-            variants=[{"name": "b", "weight": 50, "model": {"version": 2}}],
-            experiment={"minSamples": 100, "promoteWinner": True},
-        )
-    )
-    view = ClusterView(kubectl, ns, NAME)
+    p99, with the numbers behind it, and promoteWinner moves main to b's version. A
+    custom signal (a PromQL template over Triton's compute-time counters) is queried per
+    variant and judged beside the built-in ones."""
+    view = ab_service(
+        kubectl, ns, fleet, prometheus, main_ms=40, b_ms=10, b_weight=50,
+        experiment={"minSamples": 100, "promoteWinner": True, "customSignals": [COMPUTE]},
+    )  # fmt: skip
     servers = {v: s.url for v, s in fleet.servers.items()}
     with (
         control_operator(kubeconfig, ns, prometheus.url, fleet.dir),
@@ -140,5 +155,9 @@ def test_experiment_names_the_faster_variant_and_promotes_it(
     p99 = next(s for s in b["signals"] if s["signal"] == "p99LatencyMs")
     assert p99["better"] == "b" and p99["upper"] < 1.0 and p99["samples"] >= 100
     assert p99["confidence"] == 0.99 and p99["batches"] >= 2
+    custom = next(s for s in b["signals"] if s["signal"] == "computeMsPerInference")
+    assert custom["samples"] > 0 and custom["batches"] >= 1
+    assert custom["candidate"] < custom["baseline"]  # b's sleep is a quarter of main's
+    assert custom["better"] in ("b", None)  # conclusive with p99, or about to be
     assert view.events("ExperimentWinner") and view.events("ExperimentPromoted")
     assert view.events("ExperimentVerdict")

@@ -130,6 +130,36 @@ CASES = [
         "rollout.steps must be strictly increasing",
     ),
     Case(
+        "custom-signal-builtin-name",
+        {
+            "spec": {
+                "rollout": {
+                    "analysis": {
+                        "customSignals": [
+                            {"name": "p99LatencyMs", "query": "max by (variant) (x{{selector}})"}
+                        ]
+                    }
+                }
+            }
+        },
+        "a custom signal cannot take a built-in signal's name",
+        "a custom signal cannot take a built-in signal's name",
+    ),
+    Case(
+        "custom-signal-without-selector",
+        {
+            "spec": {
+                "experiment": {
+                    "customSignals": [
+                        {"name": "revenue", "query": "sum by (variant) (rate(revenue_total[5m]))"}
+                    ]
+                }
+            }
+        },
+        "must contain {selector}",
+        "must contain {selector}",
+    ),
+    Case(
         "reserved-variant-name",
         {"spec": {"router": ROUTER, "variants": [{"name": "main", "weight": 10}]}},
         "variant names 'main' and 'canary' are reserved",

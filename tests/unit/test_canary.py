@@ -122,6 +122,25 @@ def drive(
     return out
 
 
+def last_rollout(s: Any, cycles: list[C]) -> Rollout:
+    """The rollout after ``cycles`` from STABLE_IDLE (as :func:`drive` runs them)."""
+    status = wire(STABLE_IDLE)
+    routed = 0
+    for c in cycles:
+        w = World(
+            spec_revision=Revision(s.model.version, s.triton.image), main_replicas=4,
+            main_revision=c.main_revision, main_rolled_out=c.main_rolled_out,
+            canary_ready=c.canary_ready, routed_canary_weight=routed, canary=c.canary,
+            stable=c.stable, window_seconds=10, requests=c.requests,
+        )  # fmt: skip
+        r = advance(s, unwire(status), w, T0 + c.t).rollout
+        assert r is not None
+        status, routed = wire(r), r.canary_weight
+    out = unwire(status)
+    assert out is not None
+    return out
+
+
 def wire(r: Rollout | None) -> dict[str, Any]:
     """status, as written to the apiserver."""
     return InferenceServiceStatus(rollout=r).to_dict()
@@ -385,19 +404,65 @@ def test_inconclusive_analysis_holds_weight_without_counting_a_failure(
     assert [g[:4] for g in got[2:]] == [("Progressing", 0, 10, 0)] * 3, name
 
 
-def test_inconclusive_until_the_progress_deadline_then_rollback() -> None:
-    got = drive(
-        spec(),
-        [
-            C(0, canary=IDLE, canary_ready=1),
-            C(1, canary=IDLE, canary_ready=1),
-            C(200, canary=IDLE),
-            C(302, canary=IDLE),  # 5m after the last step (t=1)
-        ],
-        STABLE_IDLE,
+IDLE_UNTIL_DEADLINE = [
+    C(0, canary=IDLE, canary_ready=1),
+    C(1, canary=IDLE, canary_ready=1),
+    C(200, canary=IDLE),
+    C(302, canary=IDLE),  # 5m after the last step (t=1)
+]
+
+
+def test_inconclusive_at_the_progress_deadline_awaits_a_decision() -> None:
+    """onInconclusive Pause (default): held at its weight with a Warning, not rolled
+    back (a version not shown worse may be fine) nor promoted (it may not be)."""
+    got = drive(spec(), [*IDLE_UNTIL_DEADLINE, C(320, canary=IDLE)], STABLE_IDLE)
+    assert got[2][:4] == ("Progressing", 0, 10, 0)
+    assert got[3][:4] == ("Progressing", 0, 10, 0) and got[3][4] == ["CanaryInconclusive"]
+    assert got[4][:4] == ("Progressing", 0, 10, 0) and got[4][4] == []  # said once
+    r = last_rollout(spec(), IDLE_UNTIL_DEADLINE)
+    assert r.awaiting_decision and "inconclusive at 10% after progressDeadline 5m" in r.message
+    assert "sluice promote / sluice abort" in r.message and "errorRate" in r.message
+
+
+def test_an_inconclusive_rollout_is_decided_by_a_request_or_by_the_evidence() -> None:
+    abort = drive(
+        spec(), [*IDLE_UNTIL_DEADLINE, C(330, canary=IDLE, requests={"abort": "a1"})], STABLE_IDLE
     )
+    assert abort[-1][:3] == ("RollingBack", 0, 0)
+    promote = drive(
+        spec(), [*IDLE_UNTIL_DEADLINE, C(330, canary=IDLE, requests={"promote": "p1"})],
+        STABLE_IDLE,
+    )  # fmt: skip
+    assert promote[-1][:3] == ("Promoting", 0, 10)
+    # Traffic comes back and the evidence passes: the next step, the flag cleared.
+    later = [C(310 + 10 * i) for i in range(12)]
+    moved = drive(spec(), [*IDLE_UNTIL_DEADLINE, *later], STABLE_IDLE)
+    assert ("Progressing", 1, 50) in [g[:3] for g in moved] and moved[-1][0] == "Promoting"
+    assert not last_rollout(spec(), [*IDLE_UNTIL_DEADLINE, *later]).awaiting_decision
+    # A regression shown while held still rolls back.
+    slow = [C(310 + 10 * i, canary=SLOW) for i in range(12)]
+    assert "RollingBack" in [
+        g[0] for g in drive(spec(), [*IDLE_UNTIL_DEADLINE, *slow], STABLE_IDLE)
+    ]
+
+
+def test_on_inconclusive_rollback_rolls_back_at_the_deadline() -> None:
+    s = spec(
+        analysis={"maxLatencyRatio": 1.5, "minSamples": 100, "progressDeadline": "5m",
+                  "onInconclusive": "Rollback"}
+    )  # fmt: skip
+    got = drive(s, IDLE_UNTIL_DEADLINE, STABLE_IDLE)
     assert got[2][:4] == ("Progressing", 0, 10, 0)
     assert got[3][:4] == ("RollingBack", 0, 0, 0)
+
+
+def test_a_canary_that_never_got_traffic_is_rolled_back_at_the_deadline() -> None:
+    got = drive(
+        spec(), [C(0, canary_ready=0), C(200, canary_ready=0), C(302, canary_ready=0)],
+        STABLE_IDLE,
+    )  # fmt: skip
+    assert got[1][:3] == ("Progressing", -1, 0)
+    assert got[2][:3] == ("RollingBack", -1, 0)
 
 
 def test_a_canary_prometheus_cannot_see_gets_no_traffic() -> None:
@@ -563,3 +628,27 @@ def test_the_service_decision_starts_a_canary_and_gives_it_traffic_once_seen() -
     assert st["rollout"]["canaryWeight"] == 10
     cond = {c["type"]: c for c in st["conditions"]}["Canary"]
     assert (cond["status"], cond["reason"]) == ("True", "Progressing")
+
+
+def test_a_custom_signal_is_judged_and_its_absence_holds_the_weight() -> None:
+    s = spec(
+        analysis={"maxLatencyRatio": 1.5, "minSamples": 100, "progressDeadline": "5m",
+                  "customSignals": [{"name": "margin", "query": "m{{selector}}",
+                                     "compare": "Difference", "direction": "higher",
+                                     "tolerance": 0.5}]}
+    )  # fmt: skip
+    start = [C(0, canary_ready=1), C(1, canary_ready=1)]
+
+    def with_margin(c: float, b: float) -> tuple[dict[str, Reading], dict[str, Reading]]:
+        return {**good(), "margin": sig.value(c)}, {**STABLE, "margin": sig.value(b)}
+
+    worse = [C(10 * i + 11, *with_margin(1.0, 3.0)) for i in range(8)]
+    got = drive(s, start + worse, STABLE_IDLE)
+    assert "RollingBack" in [g[0] for g in got]
+    r = last_rollout(s, start + worse)
+    assert "margin Fail" in r.message and "tolerance -0.5" in r.message
+    # No value for the custom signal: never acted on (held, with why).
+    missing = [C(10 * i + 11) for i in range(8)]
+    got = drive(s, start + missing, STABLE_IDLE)
+    assert [g[:3] for g in got[2:]] == [("Progressing", 0, 10)] * 8
+    assert "margin" in last_rollout(s, start + missing).message

@@ -35,6 +35,7 @@ def test_get_shows_variants_pods_weights_verdicts_and_decisions() -> None:
                 "phase": "Progressing",
                 "step": 1,
                 "canaryWeight": 25,
+                "awaitingDecision": True,
                 "stable": {"version": 1, "image": "img"},
                 "canary": {"version": 2, "image": "img"},
                 "message": "canary 10% -> 25%",
@@ -47,6 +48,10 @@ def test_get_shows_variants_pods_weights_verdicts_and_decisions() -> None:
                         {"signal": "p99LatencyMs", "candidate": 51.0, "baseline": 50.0,
                          "tolerance": 0.15, "effect": 1.02, "lower": 0.9, "upper": 1.2,
                          "samples": 900, "confidence": 0.99, "verdict": "Inconclusive"},
+                        {"signal": "conversionRate", "kind": "difference", "direction": "higher",
+                         "candidate": 0.081, "baseline": 0.1, "tolerance": 0.01,
+                         "effect": -0.019, "lower": -0.03, "upper": -0.011, "samples": 900,
+                         "batches": 12, "confidence": 0.99, "verdict": "Fail"},
                     ],
                 },
             },
@@ -89,6 +94,9 @@ def test_get_shows_variants_pods_weights_verdicts_and_decisions() -> None:
         "baseline  1",
         "resnet-canary-abc",
         "CanaryWeight",
+        "Decision:  awaited",
+        "-0.03..-0.011",
+        "conversionRate",
         "5m",
     ):
         assert text in out, text

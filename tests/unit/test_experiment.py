@@ -90,3 +90,68 @@ def test_promote_winner_moves_main_to_the_winners_revision() -> None:
     assert st.experiment is not None
     main = plan(s, st.rollout, Observed(promoted=st.experiment.promoted))[0]
     assert main.version == 2
+
+
+def test_custom_signals_are_queried_judged_and_shown() -> None:
+    """spec.experiment.customSignals: a business metric (higher is better) judged with
+    the built-in signals, one observation per window; its query is rendered with the
+    service's selector and grouped per variant like the built-in ones."""
+    from sluice.policy import analysis
+
+    s = spec(
+        customSignals=[
+            {
+                "name": "conversionRate",
+                "query": "sum by (namespace, inferenceservice, variant) "
+                "(rate(conversions_total{{selector}}[{window}]))",
+                "direction": "higher",
+                "compare": "Difference",
+            }
+        ]
+    )
+    assert analysis.custom_templates(s) == {"conversionRate": s.experiment.custom_signals[0].query}
+    q = sig.queries_for({}, sig.service_selector("ns", "x"), "30s", analysis.custom_templates(s))
+    assert q == {
+        "conversionRate": "sum by (namespace, inferenceservice, variant) (rate(conversions_total"
+        '{namespace="ns",inferenceservice="x"}[30s]))'
+    }
+    rng = random.Random(3)
+    deps = {"main": deployment("main", 2, 2), "b": deployment("b", 2, 2, version=2)}
+    status: dict[str, Any] = {}
+    for k in range(60):
+        o = obs(rng, 0.8)
+        conv = {("ns", "x", "main"): sig.value(0.10 + rng.gauss(0, 0.002)),
+                ("ns", "x", "b"): sig.value(0.08 + rng.gauss(0, 0.002))}  # fmt: skip
+        o = sig.merge(o, {"conversionRate": conv})
+        assert "conversionRate" in o.variant(("ns", "x", "b"))
+        new, _ = cycle(s, status, o, deps, T0 + 15 * k, config=CFG)
+        status = new or status
+    b = status["experiment"]["variants"][0]
+    conv_v = next(x for x in b["signals"] if x["signal"] == "conversionRate")
+    assert conv_v["kind"] == "difference" and conv_v["better"] == "main"
+    assert conv_v["upper"] < 0 and conv_v["batches"] >= 5 and conv_v["samples"] > 1000
+    # b is faster but converts worse: no winner (better on the first signal, worse on one).
+    assert "winner" not in status["experiment"]
+
+
+def test_canary_custom_signals_are_criteria_with_their_tolerance() -> None:
+    from sluice.policy import analysis
+    from sluice.policy import judge as J
+
+    s = parse_spec(
+        {
+            "model": {"name": "m", "repository": "s3://b/p", "version": 1},
+            "router": {"gateway": {"name": "gw"}},
+            "rollout": {
+                "strategy": "Canary",
+                "analysis": {
+                    "customSignals": [
+                        {"name": "costPerRequest", "query": "x{selector}", "tolerance": 0.05}
+                    ]
+                },
+            },
+        }
+    )
+    crit = analysis.canary_criteria(s)
+    assert crit[-1] == J.Criterion("costPerRequest", "ratio", 0.05, "lower")
+    assert analysis.custom_templates(s) == {"costPerRequest": "x{selector}"}

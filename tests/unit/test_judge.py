@@ -182,3 +182,49 @@ def test_batch_from_readings_turns_rates_into_counts() -> None:
     assert b.requests == pytest.approx(300) and b.failures == pytest.approx(6)
     assert b.values == {P99_LATENCY: 40}
     assert J.Batch.from_readings({}, 30) is None
+
+
+# ------------------------------------------------------------ custom signals
+
+CONV = J.Criterion("conversionRate", "difference", 0.01, "higher")  # absolute tolerance
+
+
+def test_difference_signals_judge_the_mean_per_window_difference() -> None:
+    """A Difference custom signal: one observation per window (candidate - baseline),
+    any sign allowed; tolerance in the signal's unit, direction higher-is-better."""
+    rng = random.Random(5)
+
+    def judged(drop: float) -> J.Judgement:
+        ev: dict[str, J.Evidence] = {}
+        for _ in range(30):
+            base = 0.10 + rng.gauss(0, 0.005)
+            cand = base - drop + rng.gauss(0, 0.005)
+            ev = J.accumulate(
+                ev,
+                [CONV],
+                J.Batch(600, 0, {CONV.signal: cand}),
+                J.Batch(600, 0, {CONV.signal: base}),
+            )
+        return J.judge(CONV, ev[CONV.signal])
+
+    bad = judged(0.03)  # 3 points lower, tolerance 1 point: worse
+    assert bad.verdict == "Fail" and bad.upper is not None and bad.upper < -0.01
+    assert bad.batches == 30 and bad.samples == 30 * 600
+    assert "difference" in bad.describe() and "tolerance -0.01" in bad.describe()
+    same = judged(0.0)
+    assert same.verdict == "Pass" and same.effect is not None and abs(same.effect) < 0.005
+    assert same.candidate is not None and abs(same.candidate - 0.10) < 0.01  # arithmetic mean
+    # Two-sided (experiments): the higher one is better.
+    better = J.judge(J.Criterion("conversionRate", "difference", 0.0, "higher"),
+                     J.Evidence.from_status("conversionRate", {"batches": 10, "sumX": 0.2,
+                                            "sumX2": 0.0041, "candidateRequests": 6000,
+                                            "baselineRequests": 6000}))  # fmt: skip
+    assert J.better(better)[0] == "candidate"
+
+
+def test_a_zero_or_negative_value_is_evidence_for_a_difference_not_for_a_ratio() -> None:
+    ratio = J.Criterion("margin", "ratio", 0.1)
+    diff = J.Criterion("margin", "difference", 0.1)
+    c, b = J.Batch(100, 0, {"margin": -1.0}), J.Batch(100, 0, {"margin": 2.0})
+    assert "margin" not in J.accumulate({}, [ratio], c, b)
+    assert J.accumulate({}, [diff], c, b)["margin"].sum_x == -3.0

@@ -144,7 +144,7 @@ def test_missing_data_freezes_and_zero_traffic_is_a_value() -> None:
 
 
 def test_consolidation_aware_scale_down_reaches_the_size_in_one_step() -> None:
-    s = spec()
+    s = spec(scaleDown={"stabilizationSeconds": 300})
     sig_ = readings(60.0, ready=12)  # 12 replicas for what 3 serve
     d = decide(s, steady_input(12, 12, sig_), T0)
     assert d.code == "Stabilizing"
@@ -163,7 +163,7 @@ def test_consolidation_aware_scale_down_reaches_the_size_in_one_step() -> None:
 
 
 def test_scale_down_goes_to_the_highest_call_of_the_window_then_the_lower_one() -> None:
-    s = spec()
+    s = spec(scaleDown={"stabilizationSeconds": 300})
     high = decide(s, steady_input(12, 12, readings(150.0, ready=12)), T0)
     p = Previous.from_status(high.to_status())
     low = decide(s, steady_input(12, 12, readings(60.0, ready=12), previous=p), T0 + 60)
@@ -235,5 +235,106 @@ def test_queue_growth_counts_as_demand_in_overload() -> None:
     # Saturated: 4 pods complete 200 req/s, the queues grow by 50 req/s.
     over = readings(200.0, ready=4, **{sig.PENDING_GROWTH: V(50.0), sig.PENDING: V(500.0)})
     d = decide(spec(), steady_input(4, 4, over), T0)
-    assert d.demand == pytest.approx(250 + 500 / 60)
-    assert "queue growth +50" in d.reason and "backlog 500" in d.reason
+    # 500 queued on 4 pods is 2.5 s of work each: overloaded. Arrivals are the
+    # completions plus the growth; the whole gap is sized in one decision.
+    assert d.demand == pytest.approx(250)
+    assert "queue growth +50" in d.reason and "overloaded" in d.reason
+    assert d.desired >= math.ceil(250 / (d.capacity or 1)) and d.code == "ScaleUp"
+    assert d.overloaded_at == T0
+    assert d.to_status().overloaded_at == T0
+
+
+def test_backlog_drains_within_a_load_time_counting_the_pods_already_starting() -> None:
+    # 10,000 queued on 4 ready pods (2,500 each, 50 s of work): each old pod must
+    # be left most of its speed, so the fleet needs far more than the rate's 4.
+    big = readings(100.0, ready=4, **{sig.PENDING: V(10000.0)})
+    d = decide(spec(), steady_input(4, 4, big), T0)
+    assert d.code == "ScaleUp" and d.desired == 8
+    assert "drains within 60s at 8 replicas" in d.reason
+    # The 4 pods started for it are loading: the same backlog is not sized again.
+    again = decide(
+        spec(),
+        steady_input(
+            8,
+            4,
+            big,
+            previous=Previous.from_status(d.to_status()),
+            starting=4,
+            loading_ages=(15.0,) * 4,
+        ),
+        T0 + 15,
+    )
+    assert again.desired == 8
+
+
+def test_no_trend_and_no_learning_shortly_after_an_overload() -> None:
+    # Completions rose minute by minute because capacity arrived, not arrivals.
+    ramp = readings(
+        200.0,
+        ready=8,
+        **{sig.RATE_1M_AGO: V(170.0), sig.RATE_2M_AGO: V(150.0), sig.RATE_3M_AGO: V(140.0)},
+    )
+    after = Previous(correction=0.55, overloaded_at=T0 - 60)
+    d = decide(spec(), steady_input(8, 8, ramp, previous=after), T0)
+    assert "trend" not in d.reason and d.demand == pytest.approx(200)
+    # A queue time inflated by the drain is not learnt as the model's correction.
+    slow = readings(100.0, ready=8, **{sig.QUEUE_TIME: V(500.0)})
+    d = decide(spec(), steady_input(8, 8, slow, previous=after), T0)
+    assert d.correction == pytest.approx(0.55)
+    # Four minutes later both are read again.
+    d = decide(spec(), steady_input(8, 8, ramp, previous=after), T0 + 240)
+    assert "trend" in d.reason
+
+
+def test_default_scale_down_window_is_twice_the_measured_load_time() -> None:
+    from sluice.policy.scaling import down_stabilization
+
+    assert down_stabilization(spec(), 60.0) == 120.0
+    assert down_stabilization(spec(), 10.0) == 60.0
+    assert down_stabilization(spec(), 600.0) == 300.0
+    assert down_stabilization(spec(), None) == 300.0
+    assert down_stabilization(spec(scaleDown={"stabilizationSeconds": 30}), 600.0) == 30.0
+    s = spec()
+    d = decide(s, steady_input(12, 12, readings(60.0, ready=12)), T0)
+    p = Previous.from_status(d.to_status())
+    mid = decide(s, steady_input(12, 12, readings(60.0, ready=12), previous=p), T0 + 100)
+    assert mid.code == "Stabilizing" and "held for 120s" in mid.reason
+    p = Previous.from_status(mid.to_status())
+    done = decide(s, steady_input(12, 12, readings(60.0, ready=12), previous=p), T0 + 120)
+    assert done.code == "ScaleDown"
+
+
+def test_a_growing_queue_means_busy_pods_so_the_whole_gap_is_sized_at_once() -> None:
+    # 5 s into a step: the last scrape interval saw only part of it (irate 52), but
+    # 132 queued on 2 pods (1.3 s of work each) that are busy: they complete at full
+    # speed (50 req/s each), and the arrivals are at least that plus the growth.
+    onset = readings(
+        37.0, ready=2, **{sig.RATE_NOW: V(52.0), sig.PENDING: V(132.0), sig.PENDING_GROWTH: V(8.8)}
+    )
+    d = decide(spec(), steady_input(2, 2, onset), T0)
+    assert d.demand == pytest.approx(2 * 50 + 8.8, rel=0.01)
+    assert d.code == "ScaleUp" and d.desired >= 5
+
+
+def test_a_pod_that_just_became_ready_does_not_inflate_the_overload_estimate() -> None:
+    # Its series start and the old pods drain: irate 300 for 200 arriving.
+    mixed = readings(
+        150.0,
+        ready=6,
+        **{sig.RATE_NOW: V(300.0), sig.PENDING: V(3000.0), sig.PENDING_GROWTH: V(18.0)},
+    )
+    prev = Previous(correction=0.55, overloaded_at=T0 - 15, demand=205.0)
+    inp = ScaleInput(
+        variant="main",
+        current=8,
+        ready=6,
+        signals=mixed,
+        previous=prev,
+        ready_for=10.0,
+        load_times=(180.0,) * 6,
+        starting=2,
+        loading_ages=(170.0, 170.0),
+    )
+    d = decide(spec(), inp, T0)
+    assert d.demand == pytest.approx(205.0)
+    assert d.desired == max(8, math.ceil(205.0 / (d.capacity or 1)))

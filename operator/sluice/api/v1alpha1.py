@@ -272,7 +272,9 @@ class ScalingBehavior:
 
     stabilization_seconds: int | None = spec_field(
         "The signal must call for this direction for this long before replicas change. "
-        "Defaults: 0 for scale-up, 300 for scale-down.",
+        "Defaults: 0 for scale-up; for scale-down 300 (policy Proportional) or, policy "
+        "Demand, twice the measured model-load time within 60..300 (a spare replica is "
+        "kept about as long as getting it back takes).",
         default=None,
         minimum=0,
         maximum=86400,
@@ -431,6 +433,86 @@ class VariantSpec:
 # --------------------------------------------------------------------- rollout
 
 
+# The signals Sluice queries itself (sluice.policy.signals.SIGNALS): a custom
+# signal may not take one of these names.
+BUILTIN_SIGNALS = (
+    "requestRate",
+    "errorRate",
+    "avgLatencyMs",
+    "queueTimeMs",
+    "p95LatencyMs",
+    "p99LatencyMs",
+    "computeTimeMs",
+    "batchSize",
+    "pendingRequests",
+    "pendingGrowth",
+    "requestRateNow",
+    "requestRate1mAgo",
+    "requestRate2mAgo",
+    "requestRate3mAgo",
+    "p95LatencyTypicalMs",
+    "p99LatencyTypicalMs",
+)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CustomSignal:
+    """A signal of your own, for example a business metric your model exports, judged
+    like the built-in ones: one value per variant and rate window, compared window by
+    window with a sequential test."""
+
+    name: str = spec_field(
+        "Signal name, shown in status, Events and sluice get (camelCase, not one of the "
+        "built-in signal names).",
+        pattern=r"^[a-z][a-zA-Z0-9]*$",
+        max_length=40,
+    )
+    query: str = spec_field(
+        "PromQL template. {selector} is replaced by the label matchers of this "
+        "InferenceService and {window} by the rate window; the result must have one "
+        "series per variant, keeping the namespace, inferenceservice and variant labels "
+        "(aggregate with sum/max/avg by (namespace, inferenceservice, variant)).",
+        min_length=1,
+        max_length=4096,
+    )
+    direction: str = spec_field(
+        "Which values are better: lower (a latency, a cost) or higher (a conversion rate, "
+        "a score).",
+        enum=("lower", "higher"),
+        default="lower",
+    )
+    compare: str = spec_field(
+        "Ratio judges log(candidate / baseline) per window (values must be positive; "
+        "tolerance relative: 0.05 = 5 % worse); Difference judges candidate - baseline "
+        "per window (any sign; tolerance in the signal's own unit).",
+        enum=("Ratio", "Difference"),
+        default="Ratio",
+    )
+    tolerance: float = spec_field(
+        "Canary analysis: how much worse than the baseline is tolerated (Ratio: relative, "
+        "Difference: absolute). Experiments report who is better and ignore it.",
+        default=0.1,
+        minimum=0,
+        maximum=1000000,
+    )
+
+    RULES = (
+        Rule(
+            cel="!(self.name in [" + ", ".join(f"'{n}'" for n in BUILTIN_SIGNALS) + "])",
+            message="a custom signal cannot take a built-in signal's name",
+            check=lambda c: c.name not in BUILTIN_SIGNALS,
+            field_path="name",
+        ),
+        Rule(
+            cel="self.query.contains('{selector}')",
+            message="a custom signal's query must contain {selector} (this service's "
+            "label matchers), or it would read every service's series",
+            check=lambda c: "{selector}" in c.query,
+            field_path="query",
+        ),
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class AnalysisSpec:
     """Checks a canary must pass at every step. Missing data never counts as a failure."""
@@ -494,12 +576,31 @@ class AnalysisSpec:
         maximum=100,
     )
     progress_deadline: str = spec_field(
-        "A rollout that has not completed a step for this long (for example because the "
-        "canary gets no traffic or metrics) is rolled back.",
+        "How long a step may wait for a conclusive analysis. A canary that is not ready "
+        "and observed by then is rolled back; one whose analysis is still inconclusive "
+        "is handled as onInconclusive says.",
         default="30m",
         pattern=DURATION,
         max_length=val.DURATION_MAX_LENGTH,
         rules=(val.duration_range("1s", "168h"),),
+    )
+    on_inconclusive: str = spec_field(
+        "What a rollout whose analysis is still inconclusive at the progress deadline "
+        "does. Pause (default) holds the canary at its weight, says why with the numbers "
+        "(status.rollout.awaitingDecision, a Warning Event) and waits: the evidence "
+        "still decides (a Fail rolls back, a Pass moves on), or sluice promote / sluice "
+        "abort do (Argo Rollouts pauses on an Inconclusive analysis the same way). "
+        "Rollback rolls it back.",
+        enum=("Pause", "Rollback"),
+        default="Pause",
+    )
+    custom_signals: tuple[CustomSignal, ...] = spec_field(
+        "Signals of your own (PromQL), judged with the built-in ones: a canary fails when "
+        "it is worse than a custom signal's tolerance with the stated confidence.",
+        default=(),
+        max_items=8,
+        list_type="map",
+        list_map_keys=("name",),
     )
 
 
@@ -886,6 +987,16 @@ class ExperimentSpec:
         minimum=1,
         maximum=100000000,
     )
+    custom_signals: tuple[CustomSignal, ...] = spec_field(
+        "Signals of your own (PromQL, for example a business metric the model exports), "
+        "compared like the built-in ones: per signal which variant is better, by how "
+        "much, with what confidence, on how many requests. A winner must not be worse "
+        "on any of them.",
+        default=(),
+        max_items=8,
+        list_type="map",
+        list_map_keys=("name",),
+    )
     promote_winner: bool = spec_field(
         "Once a variant is conclusively better than main on the first signal and not "
         "worse on any other, it becomes main: its model version and image roll out to "
@@ -1260,6 +1371,14 @@ class ScalingStatus:
         "ready), s.",
         default=None,
     )
+    overloaded_at: float | None = spec_field(
+        "Policy Demand: when the variant was last overloaded (its queues held more than "
+        "the target's worth of work per ready pod). For 4 minutes after it the rate "
+        "windows show how fast capacity came rather than a trend, and the queue time a "
+        "backlog draining: no trend and no correction is learnt from them.",
+        default=None,
+        timestamp=True,
+    )
     signals: Signals | None = spec_field("What was observed.", default=None)
 
     @property
@@ -1282,8 +1401,10 @@ class SignalVerdict:
 
     signal: str = spec_field("Signal name, for example p99LatencyMs or errorRate.")
     kind: str = spec_field(
-        "proportion (failed fractions from counts) or ratio (latency ratios per batch).",
-        enum=("proportion", "ratio"),
+        "proportion (failed fractions from counts), ratio (log-ratios per batch: latencies, "
+        "Ratio custom signals) or difference (differences per batch: Difference custom "
+        "signals).",
+        enum=("proportion", "ratio", "difference"),
         default="ratio",
     )
     direction: str = spec_field(
@@ -1317,8 +1438,12 @@ class SignalVerdict:
     # The evidence: sufficient statistics the next cycle continues from.
     sum_x: float = spec_field("Sum of batch log-ratios (ratio).", default=0.0)
     sum_x2: float = spec_field("Sum of squared batch log-ratios (ratio).", default=0.0)
-    sum_log_candidate: float = spec_field("Sum of log candidate values.", default=0.0)
-    sum_log_baseline: float = spec_field("Sum of log baseline values.", default=0.0)
+    sum_log_candidate: float = spec_field(
+        "Sum of log candidate values (ratio) or of the values (difference).", default=0.0
+    )
+    sum_log_baseline: float = spec_field(
+        "Sum of log baseline values (ratio) or of the values (difference).", default=0.0
+    )
     candidate_requests: float = spec_field("Candidate requests counted.", default=0.0)
     candidate_failures: float = spec_field("Candidate failures counted.", default=0.0)
     baseline_requests: float = spec_field("Baseline requests counted.", default=0.0)
@@ -1405,6 +1530,12 @@ class RolloutStatus:
     )
     message: str = spec_field("What happened last and why.", default="")
     paused: bool = spec_field("spec.rollout.paused holds the rollout.", default=False)
+    awaiting_decision: bool = spec_field(
+        "The progress deadline passed with the analysis inconclusive (onInconclusive "
+        "Pause): the canary holds its weight until the evidence decides or sluice "
+        "promote / sluice abort.",
+        default=False,
+    )
     analysis: AnalysisStatus | None = spec_field(
         "The canary's evidence and verdicts against its baseline, per signal.", default=None
     )

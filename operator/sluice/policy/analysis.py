@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from ..api.v1alpha1 import (
     AnalysisStatus,
+    CustomSignal,
     ExperimentSpec,
     InferenceServiceSpec,
     SignalVerdict,
@@ -38,6 +39,22 @@ def canary_criteria(spec: InferenceServiceSpec) -> list[J.Criterion]:
     tail = tail_metric(spec)
     if tail != AVG_LATENCY:
         out.append(J.Criterion(tail, "ratio", tol))
+    return out + [custom_criterion(c, c.tolerance) for c in a.custom_signals]
+
+
+def custom_criterion(c: CustomSignal, tolerance: float) -> J.Criterion:
+    """A custom signal's criterion: one observation per rate window (its value on each
+    side), judged as log-ratios (Ratio) or differences (Difference)."""
+    kind: J.Kind = "difference" if c.compare == "Difference" else "ratio"
+    return J.Criterion(c.name, kind, tolerance, "higher" if c.direction == "higher" else "lower")
+
+
+def custom_templates(spec: InferenceServiceSpec) -> dict[str, str]:
+    """The PromQL templates of the custom signals this spec judges (canary analysis and
+    experiment), by signal name."""
+    out = {c.name: c.query for c in spec.rollout.analysis.custom_signals}
+    if spec.experiment is not None:
+        out.update({c.name: c.query for c in spec.experiment.custom_signals})
     return out
 
 
@@ -52,12 +69,14 @@ EXPERIMENT_ERROR_SCALE = 0.005
 
 
 def experiment_criteria(e: ExperimentSpec) -> list[J.Criterion]:
-    return [
+    out = [
         J.Criterion(s, "proportion", EXPERIMENT_ERROR_SCALE)
         if s == ERROR_RATE
         else J.Criterion(s, "ratio", 0.0)
         for s in e.signals
     ]
+    # Custom signals: who is better (two-sided), so no tolerance.
+    return out + [custom_criterion(c, 0.0) for c in e.custom_signals]
 
 
 def experiment_gate(e: ExperimentSpec) -> J.Gate:
@@ -136,7 +155,7 @@ class Comparison:
         for j in self.judgements:
             if j.lower is None or j.upper is None or j.verdict == "Pass":
                 continue
-            zero = 0.0 if j.kind == "proportion" else 1.0
+            zero = 1.0 if j.kind == "ratio" else 0.0
             if (j.lower > zero) if j.direction == "lower" else (j.upper < zero):
                 out.append(j)
         return out

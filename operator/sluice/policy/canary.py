@@ -14,8 +14,11 @@ Phases::
     Progressing: last step --analysis passes--> Promoting (canary keeps its weight)
     Promoting: weight w --main runs the canary revision, rolled out at full replicas--> weight 0
     Promoting: weight 0 --the route sends the canary nothing--> Succeeded (stable = canary)
-    Progressing/Promoting --failedChecks reaches failureThreshold, or no step completed
-                           within progressDeadline--> RollingBack (weight 0 at once)
+    Progressing/Promoting --a signal fails, an abort request, or no traffic yet within
+                           progressDeadline--> RollingBack (weight 0 at once)
+    Progressing: analysis inconclusive at progressDeadline --onInconclusive Pause-->
+                 awaitingDecision (weight held; the evidence or a promote/abort request
+                 decides) | --onInconclusive Rollback--> RollingBack
     RollingBack --the route no longer sends traffic to the canary--> RolledBack (canary removed)
 
 Rules that keep traffic safe:
@@ -25,8 +28,10 @@ Rules that keep traffic safe:
   it (its request rate is a value).
 * An analysis with too little canary traffic, or with any signal missing, is
   inconclusive: neither passed nor failed (flagger#1035 rolled idle canaries
-  back). Only the progress deadline ends a rollout that never gets a conclusive
-  answer.
+  back). At the progress deadline an inconclusive rollout is held for a decision
+  (``onInconclusive: Pause``, the default, as Argo Rollouts pauses on an
+  Inconclusive analysis) or rolled back (``Rollback``); a canary that never got
+  traffic is rolled back.
 * The stable variant keeps its full replicas during the rollout (the
   autoscaler does not scale it down, see :mod:`sluice.policy.scaling`), and
   promotion moves the last weight only after the main Deployment runs the new
@@ -262,7 +267,7 @@ def _requests(
                 out = Outcome(
                     replace(
                         r, phase="Promoting", step_started_at=now, last_progress_at=now,
-                        message=msg,
+                        message=msg, awaiting_decision=False,
                     ),
                     (Event("Normal", "CanaryPromoting", msg),),
                 )  # fmt: skip
@@ -314,7 +319,7 @@ def _start(r: Rollout, w: World, now: float, why: str = "") -> Outcome:
 
 def _rollback(r: Rollout, why: str) -> Outcome:
     msg = f"rolling back canary {rev(r.canary)}: {why}"
-    back = replace(r, phase="RollingBack", canary_weight=0, message=msg)
+    back = replace(r, phase="RollingBack", canary_weight=0, message=msg, awaiting_decision=False)
     text = f"{msg}; all traffic returns to stable {rev(r.stable)}"
     return Outcome(back, (Event("Warning", "CanaryRollingBack", text),))
 
@@ -339,12 +344,17 @@ def _progressing(spec: InferenceServiceSpec, r: Rollout, w: World, now: float) -
             failed_checks=0,
             step_started_at=now,
             last_progress_at=now,
+            awaiting_decision=False,
             message=f"the spec changed during the rollout: canary restarted with "
             f"{rev(w.spec_revision)} (was {rev(r.canary)}); it gets traffic once ready",
         )
         return Outcome(restarted, (Event("Normal", "CanaryRestarted", restarted.message),))
 
-    if _deadline_passed(spec, r, now):
+    # The progress deadline: a canary that never got traffic (not ready, or not
+    # observed) is rolled back; an inconclusive analysis pauses for a decision
+    # (onInconclusive Pause, below) or rolls back (Rollback).
+    deadline = _deadline_passed(spec, r, now) and not r.awaiting_decision
+    if deadline and (r.step < 0 or a.on_inconclusive == "Rollback"):
         return _rollback(
             r,
             f"no step completed within progressDeadline {a.progress_deadline} (last: {r.message})",
@@ -408,6 +418,21 @@ def _progressing(spec: InferenceServiceSpec, r: Rollout, w: World, now: float) -
         )
         return replace(back, events=(*events, *back.events), check=check)
 
+    if deadline:
+        # Neither shown worse nor within tolerance: not a reason to roll back a version
+        # that may be fine, nor to promote one that may not be. Hold and ask (Argo
+        # Rollouts pauses on an Inconclusive AnalysisRun the same way).
+        msg = (
+            f"analysis still inconclusive at {r.canary_weight}% after progressDeadline "
+            f"{a.progress_deadline}: "
+            + (describe_missing(check.missing) + "; " if check.missing else "")
+            + f"{cmp.describe()}; the canary holds {r.canary_weight}% awaiting a decision: "
+            "the evidence still decides (a Fail rolls back, a Pass moves on), or "
+            "sluice promote / sluice abort"
+        )
+        held = replace(r, awaiting_decision=True, message=msg)
+        return Outcome(held, (*events, Event("Warning", "CanaryInconclusive", msg)), check)
+
     if check.missing:
         # Never act on missing data: no step, no promotion (a Fail above needs none).
         msg = (
@@ -439,8 +464,9 @@ def _progressing(spec: InferenceServiceSpec, r: Rollout, w: World, now: float) -
             "the canary keeps its share"
         )
         promoting = replace(
-            r, phase="Promoting", step_started_at=now, last_progress_at=now, message=msg
-        )
+            r, phase="Promoting", step_started_at=now, last_progress_at=now, message=msg,
+            awaiting_decision=False,
+        )  # fmt: skip
         return Outcome(promoting, (*events, Event("Normal", "CanaryPromoting", msg)), check)
     if cmp.gated():
         msg = (
@@ -488,7 +514,7 @@ def _unobserved(
     sides.append(("baseline", w.baseline) if spec.rollout.baseline else ("main", w.stable))
     signals = [REQUEST_RATE]
     if with_latency:
-        signals += [c.signal for c in an.canary_criteria(spec) if c.kind == "ratio"]
+        signals += [c.signal for c in an.canary_criteria(spec) if c.kind != "proportion"]
     out = []
     for name, rd in sides:
         for sname in signals:
@@ -512,6 +538,7 @@ def _set_weight(r: Rollout, step: int, weight: int, now: float, why: str) -> Out
         step_started_at=now,
         last_progress_at=now,
         message=msg,
+        awaiting_decision=False,
     )
     return Outcome(out, (Event("Normal", "CanaryWeight", msg),))
 

@@ -92,7 +92,7 @@ from .signals import (
 )
 
 Verdict = Literal["Pass", "Fail", "Inconclusive"]
-Kind = Literal["proportion", "ratio"]
+Kind = Literal["proportion", "ratio", "difference"]
 Direction = Literal["lower", "higher"]  # which values are better
 
 # Prior scale of the standardised effect (mean / sd of the batch log-ratios) in
@@ -109,7 +109,8 @@ class Criterion:
 
     signal: str
     kind: Kind
-    tolerance: float  # proportion: absolute difference; ratio: relative (0.15 = 15 %)
+    # proportion: absolute difference; ratio: relative (0.15 = 15 %); difference: absolute
+    tolerance: float
     direction: Direction = "lower"
 
 
@@ -259,7 +260,12 @@ class Judgement:
         """One line for Events and messages: value vs baseline, tolerance, samples."""
         if self.candidate is None or self.baseline is None:
             return f"{self.signal} {self.verdict} ({self.reason})"
-        if self.kind == "proportion":
+        has_ci = self.lower is not None and self.upper is not None and math.isfinite(self.upper)
+        if self.kind == "difference":
+            vals = f"{self.candidate:.4g} vs baseline {self.baseline:.4g}"
+            tol = f"tolerance {'+' if self.direction == 'lower' else '-'}{self.tolerance:g}"
+            ci = f", difference {self.lower:+.4g}..{self.upper:+.4g}" if has_ci else ""
+        elif self.kind == "proportion":
             vals = f"{self.candidate:.2%} vs baseline {self.baseline:.2%}"
             tol = f"tolerance +{self.tolerance:.2%}"
             ci = (
@@ -352,9 +358,14 @@ def accumulate(
         else:
             a = candidate.values.get(c.signal)
             b = baseline.values.get(c.signal)
-            if a is None or b is None or not (a > 0 and b > 0):
-                continue  # not a value on one side (or not positive): no evidence
-            la, lb = math.log(a), math.log(b)
+            if a is None or b is None:
+                continue  # not a value on one side: no evidence
+            if c.kind == "difference":
+                la, lb = a, b
+            elif a > 0 and b > 0:
+                la, lb = math.log(a), math.log(b)
+            else:
+                continue  # a ratio of values that are not positive: no evidence
             x = la - lb
             e = replace(
                 e,
@@ -420,9 +431,14 @@ def _judge_ratio(c: Criterion, e: Evidence, gate: Gate, samples: int, conf: floa
     w = t_halfwidth(n, var, gate.alpha)
     lo, hi = mean - w, mean + w
     worse_lo, worse_hi = (lo, hi) if c.direction == "lower" else (-hi, -lo)
-    verdict, reason = _verdict(
-        worse_lo, worse_hi, math.log1p(c.tolerance), samples, gate, n, gate.min_batches
-    )
+    diff = c.kind == "difference"
+    tol = c.tolerance if diff else math.log1p(c.tolerance)
+    verdict, reason = _verdict(worse_lo, worse_hi, tol, samples, gate, n, gate.min_batches)
+    if diff:
+        return Judgement(
+            c.signal, c.kind, c.direction, c.tolerance, e.sum_log_candidate / n,
+            e.sum_log_baseline / n, mean, lo, hi, conf, samples, n, verdict, reason,
+        )  # fmt: skip
     return Judgement(
         c.signal,
         c.kind,
@@ -485,7 +501,7 @@ def better(j: Judgement) -> tuple[Better, str]:
     difference), and by how much; 'none' until the evidence says so."""
     if j.lower is None or j.upper is None or (j.verdict == "Inconclusive" and _gated(j)):
         return "none", "Inconclusive"
-    zero = 0.0 if j.kind == "proportion" else 1.0
+    zero = 1.0 if j.kind == "ratio" else 0.0
     cand_lower = j.upper < zero  # candidate's values are lower than baseline's
     cand_higher = j.lower > zero
     if not (cand_lower or cand_higher):

@@ -34,6 +34,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 from ..api.v1alpha1 import ScalingSpec, ScalingStatus, Signals
@@ -74,6 +75,8 @@ class Previous:
     correction: float | None = None
     tail_correction: float | None = None
     load_time: float | None = None
+    overloaded_at: float | None = None
+    demand: float | None = None
 
     @classmethod
     def from_status(cls, entry: ScalingStatus | None) -> Previous:
@@ -91,6 +94,8 @@ class Previous:
             correction=entry.correction,
             tail_correction=entry.tail_correction,
             load_time=entry.load_time_seconds,
+            overloaded_at=entry.overloaded_at,
+            demand=entry.demand,
         )
 
 
@@ -139,6 +144,7 @@ class Decision:
     tail_correction: float | None = None
     predicted: float | None = None
     load_time: float | None = None
+    overloaded_at: float | None = None
 
     @property
     def changes(self) -> bool:
@@ -169,6 +175,7 @@ class Decision:
             else round(self.tail_correction, 4),
             predicted_latency_ms=_r(self.predicted),
             load_time_seconds=None if self.load_time is None else round(self.load_time, 1),
+            overloaded_at=self.overloaded_at,
             signals=signals,
         )
 
@@ -207,6 +214,40 @@ def significant(entry: ScalingStatus) -> tuple[Any, ...]:
         if not entry.tail_correction
         else round(math.log(entry.tail_correction) / math.log(1.05)),
         None if entry.load_time_seconds is None else round(entry.load_time_seconds / 5),
+        entry.overloaded_at,
+    )
+
+
+def _decision(
+    spec: ScalingSpec,
+    inp: ScaleInput,
+    desired: int,
+    code: str,
+    reason: str,
+    *,
+    last: float | None,
+    pending: tuple[str, float] | None = None,
+    missing: tuple[tuple[str, Reading], ...] = (),
+    observed: float | None = None,
+    **numbers: Any,
+) -> Decision:
+    """The one builder of a :class:`Decision` (both policies): what is fixed by
+    the spec and the input, plus the decision's own fields."""
+    return Decision(
+        variant=inp.variant,
+        current=inp.current,
+        desired=desired,
+        applied=spec.mode == "Auto",
+        metric=spec.target.metric,
+        target=spec.target.value,
+        code=code,
+        reason=reason,
+        observed=observed,
+        pending_direction=pending[0] if pending else None,
+        pending_since=pending[1] if pending else None,
+        last_scale_time=last,
+        missing=missing,
+        **numbers,
     )
 
 
@@ -224,31 +265,7 @@ def proportional(spec: ScalingSpec, inp: ScaleInput, now: float) -> Decision:
     cur, prev = inp.current, inp.previous
     applied = spec.mode == "Auto"
 
-    def out(
-        desired: int,
-        code: str,
-        reason: str,
-        *,
-        observed: float | None = None,
-        pending: tuple[str, float] | None = None,
-        last: float | None = prev.last_scale_time,
-        missing: tuple[tuple[str, Reading], ...] = (),
-    ) -> Decision:
-        return Decision(
-            variant=inp.variant,
-            current=cur,
-            desired=desired,
-            applied=applied,
-            metric=metric,
-            target=target,
-            code=code,
-            reason=reason,
-            observed=observed,
-            pending_direction=pending[0] if pending else None,
-            pending_since=pending[1] if pending else None,
-            last_scale_time=last,
-            missing=missing,
-        )
+    out = partial(_decision, spec, inp, last=prev.last_scale_time)
 
     # Bounds changed under us (spec edit): follow them at once.
     if cur > hi or cur < lo:
@@ -384,8 +401,16 @@ STEADY = 0.1
 # fraction of the target (the region it is used in), and kept within TAIL_RANGE.
 TAIL_NEAR = 0.8
 TAIL_RANGE = (0.5, 2.0)
-# A queue backlog is sized to drain within one model-load time, at least this.
+# A queue backlog is sized to drain within one model-load time, at least this;
+# and never with less than this share of the old pods' speed (more replicas
+# than that buy little: each old pod still serves its share of new arrivals).
 DRAIN_MIN_SECONDS = 60.0
+DRAIN_SHARE = 0.25
+# Default scale-down stabilisation of policy Demand: twice the model-load time
+# within these bounds (seconds); see down_stabilization().
+DOWN_STABILIZATION = (60.0, 300.0)
+# No trend is read from the offset rate windows within their span of an overload.
+TREND_QUIET_SECONDS = 240.0
 
 
 def measured_load_time(spec: ScalingSpec, inp: ScaleInput) -> float | None:
@@ -398,6 +423,22 @@ def measured_load_time(spec: ScalingSpec, inp: ScaleInput) -> float | None:
     if loading and (lt is None or max(loading) > lt):
         lt = max(loading)
     return lt
+
+
+def down_stabilization(spec: ScalingSpec, load_time: float | None) -> float:
+    """How long a scale-down must be called for first (policy Demand).
+
+    ``scaleDown.stabilizationSeconds`` when set. Otherwise twice the measured
+    model-load time, within DOWN_STABILIZATION: a spare replica is kept about as
+    long as getting it back would take (the ski-rental rule: holding for the
+    re-acquisition cost is never worse than twice the best choice in hindsight),
+    and never shorter than a rate window plus a scrape, so noise does not flap.
+    """
+    if spec.scale_down.stabilization_seconds is not None:
+        return float(spec.scale_down.stabilization_seconds)
+    if load_time is None:
+        return float(DOWN_STABILIZATION[1])
+    return min(max(2.0 * load_time, DOWN_STABILIZATION[0]), DOWN_STABILIZATION[1])
 
 
 def demand(spec: ScalingSpec, inp: ScaleInput, now: float) -> Decision:
@@ -425,20 +466,16 @@ def demand(spec: ScalingSpec, inp: ScaleInput, now: float) -> Decision:
         numbers: dict[str, float | None] | None = None,
     ) -> Decision:
         n = numbers or {}
-        return Decision(
-            variant=inp.variant,
-            current=cur,
-            desired=desired,
-            applied=applied,
-            metric=metric,
-            target=target,
-            code=code,
-            reason=reason,
-            observed=observed,
-            pending_direction=pending[0] if pending else None,
-            pending_since=pending[1] if pending else None,
-            last_scale_time=last,
+        return _decision(
+            spec,
+            inp,
+            desired,
+            code,
+            reason,
+            last=last,
+            pending=pending,
             missing=missing,
+            observed=observed,
             pending_replicas=pending_replicas if pending else None,
             pending_low=pending_low if pending else None,
             demand=n.get("demand"),
@@ -447,6 +484,7 @@ def demand(spec: ScalingSpec, inp: ScaleInput, now: float) -> Decision:
             tail_correction=n.get("tail_correction", prev.tail_correction),
             predicted=n.get("predicted"),
             load_time=load_time,
+            overloaded_at=n.get("overloaded_at", prev.overloaded_at),
         )
 
     if cur > hi or cur < lo:
@@ -535,7 +573,7 @@ def demand(spec: ScalingSpec, inp: ScaleInput, now: float) -> Decision:
     # Scale-down stabilisation, HPA's rule (the highest call of the window) kept in
     # two levels: every call since ``since`` allowed ``high``; every call since
     # ``low_since`` allowed ``low`` < high.
-    stab = spec.down_stabilization
+    stab = down_stabilization(spec, load_time)
     if prev.pending_direction == DOWN and prev.pending_since is not None:
         since = prev.pending_since
         high = max(proposal, prev.pending_replicas or proposal)
@@ -570,7 +608,7 @@ def demand(spec: ScalingSpec, inp: ScaleInput, now: float) -> Decision:
     return out(
         cur,
         "Stabilizing",
-        f"{why}: {cur} -> {high} once this has held for {stab}s (for {now - since:.0f}s so far)"
+        f"{why}: {cur} -> {high} once this has held for {stab:g}s (for {now - since:.0f}s so far)"
         + (f", then {low[0]}" if low else ""),
         pending=(DOWN, since),
         pending_replicas=high,
@@ -634,6 +672,17 @@ def _size(
     ago1 = _opt(sig, RATE_1M_AGO)
     ago2 = _opt(sig, RATE_2M_AGO)
 
+    # Overload: the queues already hold more than the target's worth of work per
+    # ready pod. Completions are then capped by the pods, not set by the arrivals:
+    # the arrival rate is the latest completion rate plus the queue's growth.
+    ready = max(inp.ready, 1)
+    overloaded = bool(backlog) and backlog is not None and backlog * work / ready >= target
+    overloaded_at = now if overloaded else prev.overloaded_at
+    # Within the offset windows' span (4 minutes) of an overload, those windows
+    # show how fast capacity came, not a trend, and the queue time shows the
+    # backlog draining, not the model: neither is learnt from then.
+    quiet = overloaded_at is None or now - overloaded_at >= TREND_QUIET_SECONDS
+
     # Correction: measured over predicted (M/M/1) mean queue time, where measurable.
     k = prev.correction
     measured: float | None = None
@@ -653,6 +702,7 @@ def _size(
         and inp.ready == inp.current
         and settled
         and steady
+        and quiet
     ):
         expected = queueing.mean_wait_ms(rho_now, work, 1.0)
         if expected > 0:
@@ -675,6 +725,7 @@ def _size(
         and inp.ready == inp.current
         and settled
         and steady
+        and quiet
     ):
         model = queueing.predict_ms(metric, rate / inp.ready, work, exec_ms, k)
         if math.isfinite(model) and model >= TAIL_NEAR * target:
@@ -683,43 +734,77 @@ def _size(
     if kt is None:
         kt = 1.0
 
-    # Demand: arrivals (completions plus queue growth), the backlog to drain,
-    # and the rise a sustained trend brings over one model-load time. When the
-    # last scrape interval's rate is above the window's by more than Poisson
-    # noise (3 standard deviations), the load has just jumped: size for it now.
+    # Demand: arrivals (completions plus queue growth) and the rise a sustained
+    # trend brings over one model-load time. When the last scrape interval's rate
+    # is above the window's by more than Poisson noise (3 standard deviations),
+    # the load has just jumped: size for it now.
     now_rate = _opt(sig, RATE_NOW)
     base = rate
     jumped = False
     if now_rate is not None and now_rate > rate + 3 * math.sqrt(rate / SCRAPE_SECONDS):
         base, jumped = now_rate, True
+    # While (and for a rate window after) the variant is overloaded, completions
+    # are capped by the pods and then swollen by the drain: the last scrape
+    # interval's completions plus the queue's growth over the same interval are
+    # the arrivals. A queue that grows holds its pods busy: they complete at full
+    # speed, so the arrivals are at least that plus the growth.
+    mu = 1000.0 / work if work > 0 else math.inf  # requests per second at rho = 1
+    # A pod that became ready within the last two scrapes mixes two fleets in
+    # those instantaneous readings (its own series start, old pods still drain):
+    # they then never raise the demand above the last decision's.
+    recent = overloaded_at is not None and now - overloaded_at < SETTLE_SECONDS
+    fresh = inp.ready_for is not None and inp.ready_for < 2 * SCRAPE_SECONDS
+    if (overloaded or recent) and now_rate is not None:
+        base, jumped = now_rate, True
+        if overloaded and not fresh and growth is not None and growth > 0:
+            base = max(base, inp.ready * mu)
     arrivals = max(0.0, base + growth) if growth is not None else base
+    if (overloaded or recent) and fresh and prev.demand is not None:
+        arrivals = min(arrivals, prev.demand)
     lt = load_time or 0.0
-    drain_s = max(DRAIN_MIN_SECONDS, lt)
-    drain = backlog / drain_s if backlog else 0.0
     rise = 0.0
     ago3 = _opt(sig, RATE_3M_AGO)
-    if ago1 is not None and ago2 is not None and ago3 is not None:
+    if quiet and ago1 is not None and ago2 is not None and ago3 is not None:
         # A trend rises in each of the last three minutes; a jump shows in at most
         # two of them (the minute windows on either side of it).
         per_minute = min(rate - ago1, ago1 - ago2, ago2 - ago3)
         if per_minute > 0:
             rise = per_minute * lt / 60.0
-    need = arrivals + drain + rise
+    need = arrivals + rise
+
+    # Backlog: the queued requests sit in the ready pods' FIFO queues; capacity
+    # that arrives only takes new requests away from them. By the time the pods
+    # that are loading are ready the backlog has grown by the excess over the
+    # ready pods' throughput; after that, each old pod drains at its full speed
+    # minus its share of the arrivals. Replicas for that to take at most one
+    # model-load time (at least DRAIN_MIN_SECONDS) - counting the pods already
+    # starting, so a backlog they will drain is not sized for again.
+    drain_n = 0
+    drain_s = max(DRAIN_MIN_SECONDS, lt)
+    future = 0.0
+    if backlog and backlog > 0 and math.isfinite(mu):
+        ages = [a for a in inp.loading_ages if a >= 0]
+        until = max(0.0, lt - min(ages)) if ages else (lt if overloaded else 0.0)
+        excess = max(0.0, arrivals - inp.ready * mu)
+        future = backlog + excess * until
+        per_pod = future / ready / drain_s
+        speed = max(mu - per_pod, mu * DRAIN_SHARE)
+        drain_n = min(hi + 1, math.ceil(arrivals / speed - 1e-9))
 
     cap = queueing.capacity(metric, target / kt, work, exec_ms, k)
     cap_down = queueing.capacity(metric, target * (1 - spec.tolerance) / kt, work, exec_ms, k)
     up = queueing.replicas_for(need, cap, hi)
     settled_arrivals = max(0.0, rate + growth) if growth is not None else rate
-    down = queueing.replicas_for(max(arrivals, settled_arrivals) + drain, cap_down, hi)
-    need_up = max(lo, up if up is not None else hi + 1)
-    need_down = max(lo, down if down is not None else hi)
+    down = queueing.replicas_for(max(arrivals, settled_arrivals), cap_down, hi)
+    need_up = max(lo, up if up is not None else hi + 1, drain_n)
+    need_down = max(lo, down if down is not None else hi, drain_n)
     at = min(hi, need_up)
     predicted = kt * queueing.predict_ms(metric, need / at, work, exec_ms, k)
     parts = [f"completing {rate:.3g}" + (f", {base:.3g} in the last scrape" if jumped else "")]
     if growth is not None and abs(growth) >= 0.05 * max(rate, 1.0):
         parts.append(f"queue growth {growth:+.3g}")
-    if drain >= 0.01 * max(rate, 1.0) and backlog:
-        parts.append(f"backlog {backlog:.0f} to drain in {drain_s:.0f}s")
+    if overloaded:
+        parts.append("overloaded")
     if rise:
         parts.append(f"trend +{rise:.3g} over load time {lt:.0f}s")
     why = (
@@ -729,6 +814,11 @@ def _size(
         f"tail {kt:.2f}{' measured' if tail_measured else ''}); "
         f"predicted {metric} {_fmt(predicted)} at {at} replicas"
     )
+    if drain_n > (up or 0) and future:
+        why += (
+            f"; backlog {backlog:.0f} (about {future:.0f} once the loading pods are ready) "
+            f"drains within {drain_s:.0f}s at {drain_n} replicas"
+        )
     numbers: dict[str, float | None] = {
         "demand": need,
         "capacity": cap,
@@ -736,6 +826,7 @@ def _size(
         "predicted": predicted,
         "tail_correction": kt if (tail_measured or prev.tail_correction is not None) else None,
         "measured": measured if measured is not None else prev.correction,
+        "overloaded_at": overloaded_at,
     }
     return need_up, need_down, why, numbers
 

@@ -113,10 +113,10 @@ BUILTIN_QUERIES: dict[str, str] = {
     BATCH_SIZE: f"{_rate('nv_inference_count')} / {_rate('nv_inference_exec_count')}",
     # Requests waiting in the schedulers' queues, and how fast that grows: in
     # overload the success counter shows only the completions, the queue the rest.
+    # The growth spans the last two scrapes (30 s at the 15 s scrape interval), not
+    # the rate window: a queue that starts growing is seen within one scrape.
     PENDING: f"{_BY} (nv_inference_pending_request_count{{{{selector}}}})",
-    PENDING_GROWTH: (
-        f"{_BY} (deriv(nv_inference_pending_request_count{{{{selector}}}}[{{window}}]))"
-    ),
+    PENDING_GROWTH: f"{_BY} (deriv(nv_inference_pending_request_count{{{{selector}}}}[30s]))",
     # The typical pod's tail: the mean over pods of their own quantile (pods with
     # no requests in their window, NaN, left out). An estimate of one pod's
     # quantile when the Service spreads requests evenly; unlike the worst pod's
@@ -235,9 +235,20 @@ def render_query(template: str, selector: str, window: str) -> str:
     return template.replace("{selector}", selector).replace("{window}", window)
 
 
-def queries_for(custom: Mapping[str, str], selector: str, window: str) -> dict[str, str]:
-    """The per-service queries: only the signals with a custom template."""
-    return {s: render_query(t, selector, window) for s, t in custom.items() if s in SIGNALS}
+def queries_for(
+    custom: Mapping[str, str],
+    selector: str,
+    window: str,
+    signals: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """The per-service queries: the built-in signals with a custom template
+    (spec.monitoring.queries) and the custom signals judged by name
+    (``signals``: spec.rollout.analysis / spec.experiment customSignals)."""
+    out = {s: render_query(t, selector, window) for s, t in custom.items() if s in SIGNALS}
+    for s, t in (signals or {}).items():
+        if s not in SIGNALS:
+            out[s] = render_query(t, selector, window)
+    return out
 
 
 def fleet_queries(namespaces: Sequence[str], window: str) -> dict[str, str]:
@@ -303,7 +314,9 @@ class Observations:
         return r
 
     def variant(self, key: Key) -> dict[str, Reading]:
-        return {s: self.reading(key, s) for s in SIGNALS}
+        """Every built-in signal of a variant, and the custom ones queried for it."""
+        extra = [s for s in self.by_signal if s not in SIGNALS]
+        return {s: self.reading(key, s) for s in (*SIGNALS, *extra)}
 
 
 def not_configured() -> Observations:

@@ -40,6 +40,7 @@ from ..api.v1alpha1 import (
     parse_spec,
     seconds,
 )
+from ..policy import analysis
 from ..policy import signals as sig
 from ..policy.control import ControlConfig, ServiceInput, decide, uses_metrics
 from ..policy.events import Event
@@ -168,7 +169,10 @@ class Controller:
         for o, s in users:
             ns, name = _key(o)
             for signal, q in sig.queries_for(
-                s.monitoring.queries, sig.service_selector(ns, name), self.window
+                s.monitoring.queries,
+                sig.service_selector(ns, name),
+                self.window,
+                analysis.custom_templates(s),
             ).items():
                 queries[f"{ns}/{name}/{signal}"] = q
         answers = self.prom.query_all(queries)
@@ -182,7 +186,7 @@ class Controller:
             ns, name = _key(o)
             custom = {
                 signal: sig.group(answers[f"{ns}/{name}/{signal}"])
-                for signal in s.monitoring.queries
+                for signal in (*s.monitoring.queries, *analysis.custom_templates(s))
                 if f"{ns}/{name}/{signal}" in answers
             }
             out[(ns, name)] = sig.merge(base, custom) if custom else base

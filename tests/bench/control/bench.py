@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from . import policies, sim, traces
+from . import policies, report, sim, traces
 from .fleet import ServiceModel, VariantSpec
 
 OUT = Path(__file__).resolve().parents[3] / "docs" / "bench"
@@ -150,8 +149,7 @@ def summarise(runs: list[dict[str, Any]], names: list[str]) -> list[dict[str, An
     return out
 
 
-def _mean(xs: list[float]) -> float:
-    return statistics.fmean(xs) if xs else math.nan
+_mean = report.mean
 
 
 def table(result: dict[str, Any]) -> str:
@@ -190,17 +188,7 @@ def table(result: dict[str, Any]) -> str:
 
 
 def update_readme(path: Path, body: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{body}{END}"
-    if BEGIN in text and END in text:
-        a, rest = text.split(BEGIN, 1)
-        _, b = rest.split(END, 1)
-        text = a + block + b
-    else:
-        text = (
-            text.rstrip("\n") + "\n\n## Control quality (`make bench-control`)\n\n" + block + "\n"
-        )
-    path.write_text(text)
+    report.update_readme(path, body, BEGIN, END, "Control quality (`make bench-control`)")
 
 
 def plot(by: dict[str, sim.Result], path: Path, title: str) -> None:
@@ -244,8 +232,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--canary-seeds", type=int, default=None, help="seeds per canary/A-B scenario (100)"
     )
     ap.add_argument("--only-canary", action="store_true", help="only the canary and A/B rows")
+    ap.add_argument(
+        "--unseen", action="store_true", help="only the canary/A-B scenarios not in the table"
+    )
     a = ap.parse_args(argv)
     from . import canary_bench
+
+    if a.unseen:
+        unseen = canary_bench.run_all(seeds=a.canary_seeds or 50, write=not a.no_write, unseen=True)
+        print(canary_bench.table(unseen))
+        return 0
 
     canary_result = canary_bench.run_all(
         seeds=a.canary_seeds or (5 if a.quick else 100), write=not a.no_write

@@ -1,37 +1,49 @@
 """The canary and A/B rows of ``make bench-control``: every scenario of
 :mod:`.canary`, 100 seeds each; docs/bench/control-canary.json and the table
-between the ``canary:begin``/``canary:end`` markers of docs/bench/README.md."""
+between the ``canary:begin``/``canary:end`` markers of docs/bench/README.md.
+
+``--unseen`` runs :func:`.canary.unseen_cases` instead (other service-time
+distributions, rates, regression sizes, pod spreads and seeds, none of them in
+the table above): docs/bench/control-canary-unseen.json and the
+``canary-unseen:begin``/``canary-unseen:end`` block.
+"""
 
 from __future__ import annotations
 
 import json
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from . import canary
+from . import canary, report
 
 OUT = Path(__file__).resolve().parents[3] / "docs" / "bench"
 BEGIN, END = "<!-- canary:begin -->", "<!-- canary:end -->"
+UNSEEN_BEGIN, UNSEEN_END = "<!-- canary-unseen:begin -->", "<!-- canary-unseen:end -->"
 
 
-def run_all(seeds: int = 100, write: bool = True, out: Path = OUT) -> dict[str, Any]:
+def run_all(
+    seeds: int = 100, write: bool = True, out: Path = OUT, unseen: bool = False
+) -> dict[str, Any]:
     started = time.time()
+    cases = canary.unseen_cases() if unseen else canary.cases()
+    base = canary.UNSEEN_SEED_BASE if unseen else 0
     rows = []
-    from concurrent.futures import ProcessPoolExecutor
-
     with ProcessPoolExecutor(max_workers=2) as pool:
         futures = {
-            c.name: [pool.submit(canary.run, c, s) for s in range(seeds)] for c in canary.cases()
+            c.name: [pool.submit(canary.run, c, base + s) for s in range(seeds)] for c in cases
         }
-    for c in canary.cases():
-        outs = [f.result() for f in futures[c.name]]
-        row = canary.summarise(outs, c)
-        row["examples"] = [o.events[-3:] for o in outs if _odd(o, c)][:2]
-        rows.append(row)
-        print(f"  {c.name}: {json.dumps({k: v for k, v in row.items() if k != 'examples'})}")
+        for c in cases:
+            outs = [f.result() for f in futures[c.name]]
+            row = canary.summarise(outs, c)
+            row["examples"] = [o.events[-3:] for o in outs if _odd(o, c)][:2]
+            rows.append(row)
+            print(f"  {c.name}: {json.dumps({k: v for k, v in row.items() if k != 'examples'})}")
     result = {
         "seeds": seeds,
+        "first_seed": base,
+        "unseen": unseen,
         "seconds": round(time.time() - started, 1),
         "settings": {
             "steps": list(canary.STEPS),
@@ -44,74 +56,75 @@ def run_all(seeds: int = 100, write: bool = True, out: Path = OUT) -> dict[str, 
         "rows": rows,
     }
     if write:
-        (out / "control-canary.json").write_text(json.dumps(result, indent=1) + "\n")
-        update_readme(out / "README.md", table(result))
+        name = "control-canary-unseen.json" if unseen else "control-canary.json"
+        (out / name).write_text(json.dumps(result, indent=1) + "\n")
+        b, e = (UNSEEN_BEGIN, UNSEEN_END) if unseen else (BEGIN, END)
+        heading = "Canary and A/B verdicts" + (" on unseen scenarios" if unseen else "")
+        report.update_readme(out / "README.md", table(result), b, e, heading)
     return result
 
 
 def _odd(o: canary.Outcome, c: canary.Case) -> bool:
     if c.kind == "ab":
         return (o.winner_ever is not None) != (c.slowdown != 1.0)
-    return (o.result == "rolled back") != c.bad
-
-
-def _pct(x: float | None) -> str:
-    return "-" if x is None else f"{100 * x:.0f} %"
-
-
-def _num(x: float | None) -> str:
-    return "-" if x is None else f"{x:.2f}"
+    return (o.result != "rolled back") if c.bad else (o.result != "promoted")
 
 
 def table(result: dict[str, Any]) -> str:
     s = result["settings"]
+    pct, num = report.pct, report.num
     lines = [
-        f"{result['seeds']} seeds per row; steps {s['steps']}, interval {s['interval']}, rate "
-        f"window {s['rate_window']}, control every {s['control_interval_s']:g} s, scrape every "
-        f"{s['scrape_interval_s']:g} s, model load {s['load_time_s']:g} s; "
-        f"{result['seconds']:.0f} s of CPU for the whole table.",
+        f"{result['seeds']} seeds per row (from seed {result.get('first_seed', 0)}); steps "
+        f"{s['steps']}, interval {s['interval']}, rate window {s['rate_window']}, control "
+        f"every {s['control_interval_s']:g} s, scrape every {s['scrape_interval_s']:g} s, "
+        f"model load {s['load_time_s']:g} s; {result['seconds']:.0f} s for the whole table "
+        "(2 processes).",
         "",
-        "| canary scenario | rolled back | promoted | undecided | intervals to rollback "
-        "(mean / max) | minutes to decision (mean) |",
-        "|---|---|---|---|---|---|",
     ]
-    for r in result["rows"]:
-        if "rolled_back" not in r:
-            continue
-        lines.append(
-            f"| {r['scenario']} | {_pct(r['rolled_back'])} | {_pct(r['promoted'])} | "
-            f"{_pct(r['undecided'])} | {_num(r['intervals_mean'])} / {_num(r['intervals_max'])} "
-            f"| {_num(r['minutes_to_decision_mean'])} |"
-        )
-    lines += [
-        "",
-        "| A/B scenario | b named better | main named better | no winner at the end "
-        "| a winner declared at any time | a wrong winner at any time |",
-        "|---|---|---|---|---|---|",
-    ]
-    for r in result["rows"]:
-        if "winner_b" not in r:
-            continue
-        lines.append(
-            f"| {r['scenario']} | {_pct(r['winner_b'])} | {_pct(r['winner_main'])} | "
-            f"{_pct(r['no_winner'])} | {_pct(r['winner_ever_declared'])} | "
-            f"{_pct(r['wrong_winner_ever'])} |"
+    lines += report.rows(
+        (
+            "canary scenario",
+            "rolled back",
+            "promoted",
+            "undecided (paused at the deadline)",
+            "intervals to rollback (mean / max)",
+            "minutes to decision (mean)",
+        ),
+        [
+            (
+                r["scenario"],
+                pct(r["rolled_back"]),
+                pct(r["promoted"]),
+                pct(r["undecided"]),
+                f"{num(r['intervals_mean'])} / {num(r['intervals_max'])}",
+                num(r["minutes_to_decision_mean"]),
+            )
+            for r in result["rows"]
+            if "rolled_back" in r
+        ],
+    )
+    ab = [r for r in result["rows"] if "winner_b" in r]
+    if ab:
+        lines.append("")
+        lines += report.rows(
+            (
+                "A/B scenario",
+                "b named better",
+                "main named better",
+                "no winner at the end",
+                "a winner declared at any time",
+                "a wrong winner at any time",
+            ),
+            [
+                (
+                    r["scenario"],
+                    pct(r["winner_b"]),
+                    pct(r["winner_main"]),
+                    pct(r["no_winner"]),
+                    pct(r["winner_ever_declared"]),
+                    pct(r["wrong_winner_ever"]),
+                )
+                for r in ab
+            ],
         )
     return "\n".join(lines) + "\n"
-
-
-def update_readme(path: Path, body: str) -> None:
-    text = path.read_text() if path.exists() else "# Benchmarks\n"
-    block = f"{BEGIN}\n{body}{END}"
-    if BEGIN in text and END in text:
-        a, rest = text.split(BEGIN, 1)
-        _, b = rest.split(END, 1)
-        text = a + block + b
-    else:
-        text = (
-            text.rstrip("\n")
-            + "\n\n## Canary and A/B verdicts (`make bench-control`)\n\n"
-            + block
-            + "\n"
-        )
-    path.write_text(text)

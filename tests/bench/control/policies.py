@@ -335,20 +335,52 @@ class Oracle:
     needs: tuple[str, ...] = ()
     ctx: Context | None = None
     last: str = ""
+    headroom: float = 1.0
 
     def reset(self, ctx: Context) -> None:
         self.ctx = ctx
 
+    def load(self, ctx: Context, view: View) -> tuple[float, str]:
+        """The rate sized for (of all variants) and what it is."""
+        ahead = ctx.load_time.get(view.variant, 0.0) + ctx.interval
+        return ctx.trace.peak(view.t, view.t + ahead), f"peak over the next {ahead:g}s"
+
     def decide(self, view: View) -> int:
         ctx = self.ctx
         assert ctx is not None
-        share = ctx.weights.get(view.variant, 1.0)
-        ahead = ctx.load_time.get(view.variant, 0.0) + ctx.interval
-        peak = ctx.trace.peak(view.t, view.t + ahead) * share
+        rate, what = self.load(ctx, view)
+        rate *= ctx.weights.get(view.variant, 1.0)
         cap = ctx.capacity[view.variant]
-        need = max(ctx.min_replicas, min(ctx.max_replicas, math.ceil(peak / cap - 1e-9)))
-        self.last = f"peak {peak:.4g} req/s over the next {ahead:g}s / {cap:.4g} -> {need}"
+        need = math.ceil(self.headroom * rate / cap - 1e-9)
+        need = max(ctx.min_replicas, min(ctx.max_replicas, need))
+        self.last = f"{what} {rate:.4g} req/s x {self.headroom:g} / {cap:.4g} -> {need}"
         return need
 
     def explain(self) -> str:
         return self.last
+
+
+# ------------------------------------------------------------ reactive bound
+
+
+@dataclass
+class ReactiveBound(Oracle):
+    """What a policy that cannot see the future attains at best.
+
+    Every cycle it knows the TRUE current arrival rate (no metric delay, no
+    window, no look-ahead) and runs ``ceil(headroom x rate / capacity)``
+    replicas (the load-tested capacity); it removes pods as soon as they are
+    not needed. New pods still take the model-load time. With ``headroom`` 1
+    it is the cheapest perfectly informed reactive policy; the sweep over
+    ``headroom`` traces the attainment-versus-cost frontier of reacting. It
+    does nothing about a backlog (it sees rates, not queues), so a policy that
+    sizes for draining can do better after an overload than its headroom-1 row."""
+
+    name: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            self.name = "reactive-bound" if self.headroom == 1.0 else f"reactive-x{self.headroom:g}"
+
+    def load(self, ctx: Context, view: View) -> tuple[float, str]:
+        return ctx.trace.rate_at(view.t), "true rate"
