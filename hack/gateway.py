@@ -46,7 +46,9 @@ namespace backendRefs (ReferenceGrant), backends other than Services.
 
 It counts what it forwards: ``GET /_gateway/stats`` (JSON: requests per route,
 backend and status code) and ``GET /_gateway/metrics`` (Prometheus text, with a
-latency histogram per route and backend).
+latency histogram per route and backend); ``GET /_gateway/routes`` shows the routes'
+rules and weights as the gateway holds them now (its view lags the cluster by up to a
+refresh).
 """
 
 from __future__ import annotations
@@ -160,6 +162,22 @@ def apex_port(service: dict[str, Any]) -> int:
         if p.get("name") == "http":
             return int(p["port"])
     return 8000
+
+
+def route_view(w: World) -> dict[str, list[dict[str, Any]]]:
+    """The routes as the gateway routes them now: per rule, its matches and weights."""
+    return {
+        f"{ns}/{name}": [
+            {
+                "matches": rule.get("matches") or [],
+                "weights": {
+                    b["name"]: int(b.get("weight", 1)) for b in rule.get("backendRefs") or []
+                },
+            }
+            for rule in r["spec"].get("rules") or []
+        ]
+        for (ns, name), r in sorted(w.routes.items())
+    }
 
 
 def all_ready(w: World) -> set[tuple[str, int]]:
@@ -595,6 +613,8 @@ class Gateway:
             self.reply(h, 200, json.dumps(self.stats.json()).encode(), "application/json")
         elif path == "/_gateway/metrics":
             self.reply(h, 200, self.stats.prometheus().encode(), "text/plain; version=0.0.4")
+        elif path == "/_gateway/routes":
+            self.reply(h, 200, json.dumps(route_view(self.world)).encode(), "application/json")
         elif path == "/_gateway/healthz":
             self.reply(h, 200 if self.loaded.is_set() else 503, b"ok\n")
         else:

@@ -106,8 +106,9 @@ def run(out: Path) -> dict[str, Any]:
             prom.set_targets(targets(exporter, n))
             # Enough samples of every series for rate() over the window.
             until(
-                lambda n=n: len(prom.query(f"rate(nv_inference_request_success[{WINDOW}])"))
-                == 2 * n,
+                lambda n=n: (
+                    len(prom.query(f"rate(nv_inference_request_success[{WINDOW}])")) == 2 * n
+                ),
                 120,
                 f"{2 * n} series with a rate",
                 interval=1.0,

@@ -442,3 +442,16 @@ def test_a_service_without_ready_endpoints_is_a_503_and_an_unknown_one_a_500() -
     with pytest.raises(gw.Upstream) as e:
         g.send(gw.Outbound(NS, "zz", 8000, "POST", "/", {}, b""), 1)
     assert e.value.code == 500
+
+
+def test_the_route_view_shows_the_weights_the_gateway_routes_by() -> None:
+    rules = [
+        {"matches": [{"headers": [{"name": "x", "value": "b"}]}], "backendRefs": backends(b=1)},
+        {"backendRefs": [*backends(a=80, b=20), {"name": "c"}]},
+    ]
+    assert gw.route_view(world(httproute_obj("r", rules))) == {
+        f"{NS}/r": [
+            {"matches": rules[0]["matches"], "weights": {"b": 1}},
+            {"matches": [], "weights": {"a": 80, "b": 20, "c": 1}},
+        ]
+    }

@@ -302,3 +302,39 @@ def test_default_scale_down_window_is_twice_the_measured_load_time() -> None:
     p = Previous.from_status(mid.to_status())
     done = decide(s, steady_input(12, 12, readings(60.0, ready=12), previous=p), T0 + 120)
     assert done.code == "ScaleDown"
+
+
+def test_a_growing_queue_means_busy_pods_so_the_whole_gap_is_sized_at_once() -> None:
+    # 5 s into a step: the last scrape interval saw only part of it (irate 52), but
+    # 132 queued on 2 pods (1.3 s of work each) that are busy: they complete at full
+    # speed (50 req/s each), and the arrivals are at least that plus the growth.
+    onset = readings(
+        37.0, ready=2, **{sig.RATE_NOW: V(52.0), sig.PENDING: V(132.0), sig.PENDING_GROWTH: V(8.8)}
+    )
+    d = decide(spec(), steady_input(2, 2, onset), T0)
+    assert d.demand == pytest.approx(2 * 50 + 8.8, rel=0.01)
+    assert d.code == "ScaleUp" and d.desired >= 5
+
+
+def test_a_pod_that_just_became_ready_does_not_inflate_the_overload_estimate() -> None:
+    # Its series start and the old pods drain: irate 300 for 200 arriving.
+    mixed = readings(
+        150.0,
+        ready=6,
+        **{sig.RATE_NOW: V(300.0), sig.PENDING: V(3000.0), sig.PENDING_GROWTH: V(18.0)},
+    )
+    prev = Previous(correction=0.55, overloaded_at=T0 - 15, demand=205.0)
+    inp = ScaleInput(
+        variant="main",
+        current=8,
+        ready=6,
+        signals=mixed,
+        previous=prev,
+        ready_for=10.0,
+        load_times=(180.0,) * 6,
+        starting=2,
+        loading_ages=(170.0, 170.0),
+    )
+    d = decide(spec(), inp, T0)
+    assert d.demand == pytest.approx(205.0)
+    assert d.desired == max(8, math.ceil(205.0 / (d.capacity or 1)))

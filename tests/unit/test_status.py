@@ -99,9 +99,10 @@ def test_status_written_by_older_operators_still_loads() -> None:
     }
     st = InferenceServiceStatus.from_dict(old)
     ready = st.condition("Ready")
-    assert ready is not None and ready.last_transition_time == dt.datetime(
-        2026, 1, 1, tzinfo=dt.UTC
-    ).timestamp()
+    assert (
+        ready is not None
+        and ready.last_transition_time == dt.datetime(2026, 1, 1, tzinfo=dt.UTC).timestamp()
+    )
     assert st.rollout is not None and st.rollout.stable == RevisionStatus(1, "img")
 
 
