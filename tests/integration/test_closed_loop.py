@@ -341,10 +341,13 @@ def test_rolling_version_update_from_an_s3_bucket_loses_no_request(
 
 # --------------------------------------------------------- canary rolled back
 
-CANARY_RATE = 20.0  # the canary's 20% at 120 ms: under half busy
+# The canary's and the baseline's 30% each: 6 req/s, 30 requests per 5 s rate window
+# (a window with fewer than 20 on a side adds no evidence). The canary at 120 ms is
+# then about 70% busy, main at 20 ms under 20%.
+CANARY_RATE = 20.0
 CANARY_ROLLOUT: dict[str, Any] = {
     "strategy": "Canary",
-    "steps": [20, 50],
+    "steps": [30, 45],
     "interval": "3s",
     "analysis": {"maxLatencyRatio": 2.5, "minSamples": 50, "progressDeadline": "3m"},
 }
