@@ -155,6 +155,7 @@ def main(argv: list[str] | None = None) -> int:
                     rate=round(s["rate"], 1),
                     target_rate=rate,
                     errors=s["errors"],
+                    error_kinds=s["error_kinds"],
                     p50_ms=round(s["p50_ms"], 1),
                     p99_ms=round(s["p99_ms"], 1),
                     pods_cpu_per_s=round((cpu_seconds(pods_dir) - cpu1) / args.load_seconds, 2),
