@@ -1,7 +1,8 @@
 """Sluice at N = 100, 300, 1,000 InferenceServices against a plain client, in one run.
 
-For each N, on the local cluster (extra kwok nodes with room for 1,000 pods
-each, tainted so that only the benchmark's pods land there):
+For each N, on a local cluster of its own (``.cluster-bench``; extra kwok nodes
+with room for 1,000 pods each, tainted so that only the benchmark's pods land
+there):
 
 - **Baseline**: a plain client applies what ``sluice render`` prints for the N
   services (server-side apply, 8 threads), then the change storm (every
@@ -11,19 +12,26 @@ each, tainted so that only the benchmark's pods land there):
   fleet idle, applies the storm (spec.replicas 1 -> 2 on every service), and
   deletes the InferenceServices (the garbage collector removes the children).
 
-Measured: create, storm and delete times (until every Deployment is rolled out
-and, for Sluice, every InferenceService reports Ready for its generation; until
-no Deployment or pod is left), their ratio to the baseline, the operator's CPU
+Measured: create and storm times (until every Deployment is rolled out and,
+for Sluice, every InferenceService reports Ready for its generation), delete
+times (until no InferenceService, Deployment or Service is left, and until no
+pod is left either), their ratio to the baseline, the operator's CPU
 (utime+stime of the process) and peak RSS (VmHWM), its API requests by verb
-and resource during the idle window (counted in the operator:
-``sluice_api_requests_total``, every request of its Kubernetes client; the
-apiserver's own ``apiserver_request_total`` delta over the same window, all
-clients together, is reported beside it as an upper bound), and the control
-cycle's real start-to-start interval (``sluice_control_cycle_interval_seconds``)
-at idle and in the storm.
+and resource during the idle window, and the control cycle's real
+start-to-start interval (``sluice_control_cycle_interval_seconds``) at idle
+and in the storm.
+
+Idle requests are counted twice: by the apiserver's audit log (the bench
+cluster's kube-apiserver writes one; requests told apart by user agent,
+``sluice/*`` and kopf's ``kopf/*`` being the operator's) and inside the operator
+(``sluice_api_requests_total``); the apiserver's ``apiserver_request_total``
+delta over the same window, all clients together, is reported beside them.
 
 Environment: ``SLUICE_BENCH_SCALE_N`` (default ``100,300,1000``),
-``SLUICE_BENCH_IDLE_SECONDS`` (default 60; 300 for N >= 1000).
+``SLUICE_BENCH_IDLE_SECONDS`` (default 60; 300 for N >= 1000),
+``SLUICE_BENCH_IDLE_HOLD_SECONDS`` (default 0): after the idle window at the
+largest N, keep the fleet idle this much longer and sample the operator's RSS
+every minute (``idle_hold`` in the results), e.g. 3600 for an hour.
 """
 
 from __future__ import annotations
@@ -44,8 +52,8 @@ from typing import Any
 import yaml
 
 from sluice.reconcile import cache as c
-from sluice.reconcile.kube import Kube, load_config
-from tests.support.kube import Kubectl, local_cluster, localcluster_module
+from sluice.reconcile.kube import USER_AGENT, Kube, load_config
+from tests.support.kube import Kubectl, localcluster_module
 from tests.support.operator import install_crds
 from tests.support.sluice_run import start, stop
 from tests.support.triton import free_port
@@ -56,6 +64,79 @@ THREADS = 8
 NODES = 4
 BENCH_LABEL = "sluice.dev/bench"
 TICK = os.sysconf("SC_CLK_TCK")
+BENCH_AGENT = "sluice-bench"
+OPERATOR_AGENTS = (USER_AGENT.split("/")[0] + "/", "kopf/")
+AUDIT_POLICY = """\
+apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: [RequestReceived, ResponseStarted]
+rules:
+- level: Metadata
+"""
+
+
+def bench_cluster() -> Any:
+    """The local cluster of hack/localcluster.py, in a root of its own, with an
+    audit log (one line per request, at its end: who, verb, resource)."""
+    lc = localcluster_module()
+
+    class BenchCluster(lc.Cluster):  # type: ignore[misc,name-defined]
+        def _spawn(
+            self, state: dict, name: str, args: list[str], binary: str | None = None
+        ) -> None:
+            if name == "kube-apiserver":
+                policy = self.root / "audit-policy.yaml"
+                policy.write_text(AUDIT_POLICY)
+                args = [
+                    *args,
+                    f"--audit-policy-file={policy}",
+                    f"--audit-log-path={self.audit_log}",
+                    "--audit-log-maxsize=0",
+                ]
+            super()._spawn(state, name, args, binary)
+
+        @property
+        def audit_log(self) -> Path:
+            return Path(self.logs) / "audit.log"
+
+    return BenchCluster(root=REPO / ".cluster-bench")
+
+
+class Audit:
+    """Requests in the audit log between two points, by user agent, verb and resource."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def mark(self) -> int:
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def between(self, start: int, end: int) -> dict[str, dict[str, int]]:
+        out: dict[str, dict[str, int]] = {}
+        with open(self.path, "rb") as f:
+            f.seek(start)
+            data = f.read(max(0, end - start))
+        for line in data.splitlines():
+            try:
+                ev = json.loads(line)
+            except ValueError:
+                continue
+            agent = str(ev.get("userAgent") or "")
+            who = (
+                "operator"
+                if agent.startswith(OPERATOR_AGENTS)
+                else "bench"
+                if agent.startswith(BENCH_AGENT)
+                else agent.split("/")[0] or "?"
+            )
+            ref = ev.get("objectRef") or {}
+            res = ref.get("resource") or "nonresource"
+            if ref.get("subresource"):
+                res += "/" + ref["subresource"]
+            key = f"{ev.get('verb')} {res}"
+            out.setdefault(who, {})
+            out[who][key] = out[who].get(key, 0) + 1
+        return out
 
 
 def isvc(ns: str, i: int, replicas: int) -> dict[str, Any]:
@@ -174,8 +255,13 @@ class Watch:
                 n += 1
         return n
 
+    def owned_left(self) -> int:
+        """InferenceServices, Deployments and Services not yet deleted."""
+        return sum(len(self.items(k)) for k in (c.KINDS[0], c.KINDS[1], c.KINDS[2]))
+
     def left(self) -> int:
-        return sum(len(self.items(k)) for k in (c.KINDS[1], c.KINDS[2], c.KINDS[-1]))
+        """All of the above and the pods."""
+        return self.owned_left() + len(self.items(c.KINDS[-1]))
 
     def close(self) -> None:
         self.cache.stop()
@@ -324,22 +410,45 @@ def baseline(kubectl: Kubectl, kube: Kube, n: int, timeout: float) -> dict[str, 
         client.apply_all(storm_objs)
         storm = time.monotonic() - t0
         storm += wait(lambda: watch.deployments_done(2) >= n, timeout, "baseline storm")
+        out = {"objects": len(objs), "create_s": create, "storm_s": storm}
         keys = [(o["apiVersion"], o["kind"], ns, o["metadata"]["name"]) for o in objs]
-        t0 = time.monotonic()
-        client.delete_all(keys)
-        delete = time.monotonic() - t0 + wait(lambda: watch.left() == 0, timeout, "base delete")
-        return {"objects": len(objs), "create_s": create, "storm_s": storm, "delete_s": delete}
+        out |= delete(lambda: client.delete_all(keys), watch, timeout)
+        return out
     finally:
         watch.close()
         kubectl.run("delete", "namespace", ns, "--wait=false", check=False)
 
 
+def delete(send: Callable[[], None], watch: Watch, timeout: float) -> dict[str, Any]:
+    """Delete, timed until the owned objects are gone and until the pods are too
+    (the garbage collector's pace: ReplicaSets and pods after their owners)."""
+    t0 = time.monotonic()
+    send()
+    wait(lambda: watch.owned_left() == 0, timeout, "delete")
+    owned = time.monotonic() - t0
+    wait(lambda: watch.left() == 0, 2 * timeout, "delete: pods")
+    return {"delete_owned_s": owned, "delete_s": time.monotonic() - t0}
+
+
+def load() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
 def with_sluice(
-    kubectl: Kubectl, kube: Kube, kubeconfig: Path, n: int, idle: float, timeout: float
+    kubectl: Kubectl,
+    kube: Kube,
+    kubeconfig: Path,
+    n: int,
+    idle: float,
+    timeout: float,
+    audit: Audit,
+    hold: float = 0.0,
+    save: Callable[[dict[str, Any]], None] = lambda _: None,
 ) -> dict[str, Any]:
+    """The Sluice phases; ``save`` sees the results so far after each phase."""
     ns = new_namespace(kubectl, "sluice")
     port = free_port()
-    log = REPO / ".cluster" / "logs" / f"bench-scale-{n}.log"
+    log = REPO / ".cluster-bench" / "logs" / f"bench-scale-{n}.log"
     args = ["--standalone", "--health-port", "0", "--metrics-port", str(port)]
     args += ["--control-interval", str(INTERVAL), "--log-level", "WARNING", "-n", ns]
     proc = start(kubeconfig, args, log)
@@ -377,28 +486,42 @@ def with_sluice(
             "create_s": create,
             "create_cpu_cores": (p.cpu() - cpu0) / create,
             "rss_after_create_mb": p.mem()["VmRSS"],
+            "load_after_create": load(),
         }
+        save(out)
 
         time.sleep(2 * INTERVAL)  # settle: rollouts' last status writes
-        m0, a0, cpu0 = metrics(port), apiserver_requests(kubectl), p.cpu()
+        m0, a0, cpu0, mark0 = metrics(port), apiserver_requests(kubectl), p.cpu(), audit.mark()
         t0 = time.monotonic()
         time.sleep(idle)
-        m1, a1, cpu1 = metrics(port), apiserver_requests(kubectl), p.cpu()
+        m1, a1, cpu1, mark1 = metrics(port), apiserver_requests(kubectl), p.cpu(), audit.mark()
         minutes = (time.monotonic() - t0) / 60
         by = requests_by(m0, m1)
-        watches = sum(v for k, v in by.items() if k.startswith("watch "))
-        writes = sum(v for k, v in by.items() if k.split()[0] not in ("get", "list", "watch"))
+        audited = audit.between(mark0, mark1)
+        op = audited.get("operator", {})
         out["idle"] = {
             "seconds": idle,
+            # The apiserver's audit log: the operator's requests (user agents sluice/*, kopf/*).
+            "audit_requests_per_min_beyond_watches": _beyond_watches(op) / minutes,
+            "audit_writes": _writes(op),
+            "audit_by_verb_resource": op,
+            "audit_other_clients_per_min": {
+                who: sum(v.values()) / minutes for who, v in audited.items() if who != "operator"
+            },
+            # The operator's own count (sluice_api_requests_total).
             "requests_per_min": sum(by.values()) / minutes,
-            "requests_per_min_beyond_watches": (sum(by.values()) - watches) / minutes,
-            "writes": writes,
+            "requests_per_min_beyond_watches": _beyond_watches(by) / minutes,
+            "writes": _writes(by),
             "by_verb_resource": by,
             "apiserver_all_clients_per_min": {k: (a1[k] - a0.get(k, 0)) / minutes for k in a1},
             "cpu_cores": (cpu1 - cpu0) / (minutes * 60),
             "rss_mb": p.mem()["VmRSS"],
             "control_cycles": cycles(m0, m1),
+            "load": load(),
         }
+        save(out)
+        if hold > 0:
+            out["idle_hold"] = idle_hold(p, port, audit, hold, save, out)
 
         cpu0, m0 = p.cpu(), metrics(port)
         t0 = time.monotonic()
@@ -418,13 +541,21 @@ def with_sluice(
             "storm_cpu_cores": (p.cpu() - cpu0) / storm,
             "storm_control_cycles": cycles(m0, m1),
             "storm_requests": requests_by(m0, m1),
+            "rss_after_storm_mb": p.mem()["VmRSS"],
+            "peak_rss_before_delete_mb": p.mem()["VmHWM"],
+            "load_after_storm": load(),
         }
+        save(out)
 
-        t0 = time.monotonic()
-        kubectl.run("delete", "inferenceservices.sluice.dev", "--all", "-n", ns, "--wait=false")
-        out["delete_s"] = (
-            time.monotonic() - t0 + wait(lambda: watch.left() == 0, timeout, "sluice delete")
+        out |= delete(
+            lambda: kubectl.run(
+                "delete", "inferenceservices.sluice.dev", "--all", "-n", ns, "--wait=false"
+            ),
+            watch,
+            timeout,
         )
+        m2 = metrics(port)
+        out["run_control_cycles"] = cycles({}, m2)
         time.sleep(INTERVAL)
         mem = p.mem()
         out |= {
@@ -441,6 +572,54 @@ def with_sluice(
         kubectl.run("delete", "namespace", ns, "--wait=false", check=False)
 
 
+def _beyond_watches(by: dict[str, Any]) -> float:
+    return float(sum(v for k, v in by.items() if not k.startswith("watch ")))
+
+
+def _writes(by: dict[str, Any]) -> float:
+    reads = ("get", "list", "watch")
+    return float(sum(v for k, v in by.items() if k.split()[0] not in reads))
+
+
+def idle_hold(
+    p: Proc,
+    port: int,
+    audit: Audit,
+    seconds: float,
+    save: Callable[[dict[str, Any]], None],
+    out: dict[str, Any],
+) -> dict[str, Any]:
+    """The fleet left idle ``seconds`` more: RSS, CPU and requests every minute."""
+    hold: dict[str, Any] = {"seconds": seconds, "samples": []}
+    out["idle_hold"] = hold
+    t0, m0, mark0, cpu0 = time.monotonic(), metrics(port), audit.mark(), p.cpu()
+    while (elapsed := time.monotonic() - t0) < seconds:
+        time.sleep(min(60.0, seconds - elapsed))
+        mem = p.mem()
+        hold["samples"].append(
+            {"t_s": round(time.monotonic() - t0), "rss_mb": mem["VmRSS"], "hwm_mb": mem["VmHWM"]}
+        )
+        save(out)
+    m1, mark1 = metrics(port), audit.mark()
+    minutes = (time.monotonic() - t0) / 60
+    op = audit.between(mark0, mark1).get("operator", {})
+    rss = [x["rss_mb"] for x in hold["samples"]]
+    hold |= {
+        "rss_first_mb": rss[0] if rss else None,
+        "rss_last_mb": rss[-1] if rss else None,
+        "rss_max_mb": max(rss) if rss else None,
+        "growth_mb": rss[-1] - rss[0] if rss else None,
+        "audit_requests_per_min_beyond_watches": _beyond_watches(op) / minutes,
+        "audit_writes": _writes(op),
+        "audit_by_verb_resource": op,
+        "requests_by_verb_resource": requests_by(m0, m1),
+        "cpu_cores": (p.cpu() - cpu0) / (minutes * 60),
+        "control_cycles": cycles(m0, m1),
+        "load": load(),
+    }
+    return hold
+
+
 def _up(port: int) -> bool:
     try:
         metrics(port)
@@ -452,15 +631,26 @@ def _up(port: int) -> bool:
 def run(out: Path) -> dict[str, Any]:
     ns_ = [int(x) for x in os.environ.get("SLUICE_BENCH_SCALE_N", "100,300,1000").split(",")]
     idle_env = os.environ.get("SLUICE_BENCH_IDLE_SECONDS")
+    hold = float(os.environ.get("SLUICE_BENCH_IDLE_HOLD_SECONDS") or 0)
     results: dict[str, Any] = {
         "interval_s": INTERVAL,
         "threads": THREADS,
-        "request_counting": "in the operator (sluice_api_requests_total: every request of "
-        "its Kubernetes client, by verb and resource); apiserver_request_total delta of all "
-        "clients beside it",
+        "request_counting": "the apiserver's audit log (the operator's user agents sluice/*, "
+        "kopf/*), and in the operator (sluice_api_requests_total, every request of its "
+        "Kubernetes client, by verb and resource); apiserver_request_total delta of all "
+        "clients beside them",
+        "machine": {"cpus": os.cpu_count(), "load_at_start": load()},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "runs": [],
     }
-    with local_cluster() as kubeconfig:
+
+    def write() -> None:
+        (out / "scale.json").write_text(json.dumps(results, indent=2) + "\n")
+
+    cluster = bench_cluster()
+    started = not cluster.healthy()
+    kubeconfig = cluster.up()
+    try:
         kubectl = Kubectl(kubeconfig)
         for attempt in range(3):  # kubectl wait can race a CRD that has no conditions yet
             try:
@@ -470,27 +660,57 @@ def run(out: Path) -> dict[str, Any]:
                 if attempt == 2:
                     raise
                 time.sleep(2)
-        kube = Kube(load_config(str(kubeconfig)))
+        api = load_config(str(kubeconfig))
+        api.user_agent = BENCH_AGENT
+        kube = Kube(api)
+        audit = Audit(cluster.audit_log)
         with bench_nodes(kubectl):
             for n in ns_:
                 idle = float(idle_env) if idle_env else (300.0 if n >= 1000 else 60.0)
                 timeout = 120 + 2.0 * n
                 t0 = time.monotonic()
-                base = baseline(kubectl, kube, n, timeout)
-                sl = with_sluice(kubectl, kube, kubeconfig, n, idle, timeout)
-                row = {
-                    "n": n,
-                    "baseline": base,
-                    "sluice": sl,
-                    "create_ratio": sl["create_s"] / base["create_s"],
-                    "storm_ratio": sl["storm_s"] / base["storm_s"],
-                    "delete_ratio": sl["delete_s"] / base["delete_s"],
-                    "wall_s": time.monotonic() - t0,
-                }
+                row: dict[str, Any] = {"n": n, "load_at_start": load()}
                 results["runs"].append(row)
-                print(json.dumps(_summary(row)), flush=True)
-                (out / "scale.json").write_text(json.dumps(results, indent=2) + "\n")
-    _plot(out, results["runs"])
+                try:
+                    row["baseline"] = baseline(kubectl, kube, n, timeout)
+                    write()
+
+                    def save(sl: dict[str, Any], row: dict[str, Any] = row) -> None:
+                        row["sluice"] = sl
+                        write()
+
+                    sl = with_sluice(
+                        kubectl,
+                        kube,
+                        kubeconfig,
+                        n,
+                        idle,
+                        timeout,
+                        audit,
+                        hold=hold if n == max(ns_) else 0.0,
+                        save=save,
+                    )
+                    base = row["baseline"]
+                    row |= {
+                        "sluice": sl,
+                        "create_ratio": sl["create_s"] / base["create_s"],
+                        "storm_ratio": sl["storm_s"] / base["storm_s"],
+                        "delete_owned_ratio": sl["delete_owned_s"] / base["delete_owned_s"],
+                        "delete_ratio": sl["delete_s"] / base["delete_s"],
+                    }
+                    print(json.dumps(_summary(row)), flush=True)
+                except Exception as e:  # keep what was measured, say what was not
+                    row["error"] = f"{type(e).__name__}: {e}"
+                    print(f"N={n}: {row['error']}", file=sys.stderr, flush=True)
+                row["wall_s"] = time.monotonic() - t0
+                row["load_at_end"] = load()
+                write()
+    finally:
+        if started:
+            cluster.down()
+    results["machine"]["load_at_end"] = load()
+    write()
+    _plot(out, [r for r in results["runs"] if "create_ratio" in r])
     return results
 
 
@@ -501,8 +721,8 @@ def _summary(row: dict[str, Any]) -> dict[str, Any]:
         "create_ratio": round(row["create_ratio"], 2),
         "storm_ratio": round(row["storm_ratio"], 2),
         "delete_ratio": round(row["delete_ratio"], 2),
-        "idle_req_per_min": round(sl["idle"]["requests_per_min_beyond_watches"], 1),
-        "idle_writes": sl["idle"]["writes"],
+        "idle_req_per_min": round(sl["idle"]["audit_requests_per_min_beyond_watches"], 1),
+        "idle_writes": sl["idle"]["audit_writes"],
         "peak_rss_mb": round(sl["peak_rss_mb"], 1),
         "cycle_mean_idle_s": sl["idle"]["control_cycles"]["mean_s"],
         "cycle_mean_storm_s": sl["storm_control_cycles"]["mean_s"],
@@ -536,7 +756,7 @@ def _plot(out: Path, runs: list[dict[str, Any]]) -> None:
     b.plot(ns, [r["sluice"]["peak_rss_mb"] for r in runs], marker="o", label="peak RSS, MB")
     b.plot(
         ns,
-        [r["sluice"]["idle"]["requests_per_min_beyond_watches"] for r in runs],
+        [r["sluice"]["idle"]["audit_requests_per_min_beyond_watches"] for r in runs],
         marker="s",
         label="idle API requests/min",
     )

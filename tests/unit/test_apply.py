@@ -39,3 +39,22 @@ def test_types_matter_but_numbers_compare_by_value() -> None:
     assert not covers({"v": "1"}, {"v": 1})
     assert covers({"v": 1.0}, {"v": 1})
     assert not covers({"v": True}, {"v": 1})
+
+
+def test_difference_names_the_first_field_live_does_not_hold() -> None:
+    from sluice.reconcile.apply import difference
+
+    desired = {"spec": {"replicas": 2, "template": {"args": ["a", "b"]}}}
+    assert (
+        difference({"spec": {"replicas": 2, "template": {"args": ["a", "b"]}, "x": 1}}, desired)
+        is None
+    )
+    assert (
+        difference({"spec": {"replicas": 1, "template": {"args": ["a", "b"]}}}, desired)
+        == "spec.replicas"
+    )
+    assert (
+        difference({"spec": {"replicas": 2, "template": {"args": ["a"]}}}, desired)
+        == "spec.template.args"
+    )
+    assert difference({"spec": {"replicas": 2}}, desired) == "spec.template"

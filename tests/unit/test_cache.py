@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from typing import Any
 
+from kubernetes.client.exceptions import ApiException
+
 from sluice.reconcile import cache as c
-from sluice.reconcile.kube import classify
+from sluice.reconcile.kube import Kube, classify
 from sluice.reconcile.loop import Engine, WorkQueue, _inputs
 
 
@@ -258,3 +261,102 @@ def test_child_changes_enqueue_the_owner_and_pods_only_when_they_explain_a_failu
     stuck = {**pod, "status": {"conditions": [{"type": "PodScheduled", "status": "False"}]}}
     e.changed(pod_kind, pod, stuck)
     assert e.queue.get() == ("ns", "m")
+
+
+class _Api:
+    """The API of one object: status writes answer 409 while the write's
+    resourceVersion is not the stored one."""
+
+    def __init__(self, stored: dict) -> None:
+        self.stored = stored
+        self.reads = 0
+        self.puts: list[dict] = []
+
+    def path(self, *a: Any, **kw: Any) -> str:
+        return "/".join(str(x) for x in a if x)
+
+    def read(self, *a: Any) -> dict | None:
+        self.reads += 1
+        return json.loads(json.dumps(self.stored))
+
+    def call_json(self, method: str, path: str, **kw: Any) -> dict:
+        assert method == "PUT"
+        body = kw["body"]
+        self.puts.append(body)
+        if body["metadata"]["resourceVersion"] != self.stored["metadata"]["resourceVersion"]:
+            raise ApiException(status=409, reason="Conflict")
+        rv = str(int(self.stored["metadata"]["resourceVersion"]) + 1)
+        self.stored = {**self.stored, "status": body["status"]}
+        self.stored["metadata"] = {**self.stored["metadata"], "resourceVersion": rv}
+        return json.loads(json.dumps(self.stored))
+
+
+def _cached(stored: dict, cached: dict) -> tuple[c.CachedKube, _Api, c.Informer]:
+    api = _Api(stored)
+    kube = Kube.__new__(Kube)  # no client: its HTTP is the fake's
+    kube.__dict__.update(path=api.path, read=api.read, call_json=api.call_json)
+    cache = c.Cache(kube, ["ns"], lambda *_: None, kinds=[c.ISVC])
+    inf = cache.informers[(c.ISVC.api_version, c.ISVC.kind)][0]
+    inf.put(cached, notify=False)
+    inf.synced.set()
+    return c.CachedKube(kube, cache), api, inf
+
+
+def test_status_write_starts_from_the_cache_and_rereads_the_api_on_conflict() -> None:
+    live = isvc({"ready": "0/1"}) | {"metadata": {**isvc()["metadata"], "resourceVersion": "7"}}
+    stale = isvc({"ready": "0/1"}) | {"metadata": {**isvc()["metadata"], "resourceVersion": "5"}}
+    kube, api, inf = _cached(live, stale)
+    out = kube.update_status(
+        "sluice.dev/v1alpha1", "InferenceService", "ns", "m", lambda o, st: {**st, "ready": "1/1"}
+    )
+    # One PUT from the cached (stale) copy, a 409, one GET from the API, one PUT.
+    assert [p["metadata"]["resourceVersion"] for p in api.puts] == ["5", "7"]
+    assert api.reads == 1
+    assert out is not None and out["status"] == {"ready": "1/1"}
+    assert inf.get("ns", "m")["metadata"]["resourceVersion"] == "8"  # the answer is cached
+
+
+def test_status_write_that_changes_nothing_sends_nothing() -> None:
+    obj = isvc({"ready": "1/1"}) | {"metadata": {**isvc()["metadata"], "resourceVersion": "3"}}
+    kube, api, _ = _cached(obj, obj)
+    kube.update_status(
+        "sluice.dev/v1alpha1", "InferenceService", "ns", "m", lambda o, st: {**st, "ready": "1/1"}
+    )
+    assert api.puts == [] and api.reads == 0
+
+
+def test_a_quiet_service_costs_no_write_on_resync_or_control_cycle() -> None:
+    """Level-triggered: once the children and status are right, reconciles (the
+    resync) and control cycles with nothing new send nothing, however often."""
+    from sluice.reconcile.control import Controller
+    from sluice.reconcile.isvc import Reconciler
+    from tests.unit.test_refused_children import FakeKube
+    from tests.unit.test_refused_children import isvc as bad_isvc
+
+    kube = FakeKube()
+    bad_isvc(kube)
+    r = Reconciler(kube)  # type: ignore[arg-type]
+    ctl = Controller(kube, r, ["ns"], {})  # type: ignore[arg-type]
+    r.reconcile("ns", "bad")
+    # The Deployment rolls out (the controller-manager's part), then the fleet is quiet.
+    for (kind, _, _), o in kube.objects.items():
+        if kind == "Deployment":
+            n = o["spec"]["replicas"]
+            o["status"] = {"observedGeneration": 1, "replicas": n, "readyReplicas": n}
+            o["status"] |= {"updatedReplicas": n, "availableReplicas": n}
+    r.reconcile("ns", "bad")
+    objs = [kube.objects[("InferenceService", "ns", "bad")]]
+    ctl.run(objs)
+    assert (
+        next(
+            c
+            for c in kube.objects[("InferenceService", "ns", "bad")]["status"]["conditions"]
+            if c["type"] == "Ready"
+        )["status"]
+        == "True"
+    )
+    writes, events, dry = len(kube.writes), len(kube.events), kube.dry_runs
+    for _ in range(3):
+        r.reconcile("ns", "bad")
+        ctl.run([kube.objects[("InferenceService", "ns", "bad")]])
+    assert kube.writes[writes:] == [] and kube.events[events:] == [] and kube.dry_runs == dry

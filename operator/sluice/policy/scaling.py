@@ -687,10 +687,18 @@ def _size(
     k = prev.correction
     measured: float | None = None
     rho_now = queueing.utilisation(rate / inp.ready, work) if inp.ready > 0 else None
+    # The ready fleet is the one the rate windows describe once its youngest pod
+    # has been ready for a window and a scrape, and no pod left it since: a
+    # scale-up whose pods are still loading does not change it (the ReplicaSet
+    # removes loading pods first), a recent scale-down otherwise may have.
     settled = (
         inp.ready_for is not None
         and inp.ready_for >= SETTLE_SECONDS
-        and (prev.last_scale_time is None or now - prev.last_scale_time >= SETTLE_SECONDS)
+        and (
+            prev.last_scale_time is None
+            or now - prev.last_scale_time >= SETTLE_SECONDS
+            or inp.starting > 0
+        )
     )
     ref = ago1 if ago1 is not None else _opt(sig, RATE_NOW)
     steady = ref is not None and abs(rate - ref) <= STEADY * max(rate, ref)
@@ -698,8 +706,6 @@ def _size(
         queue is not None
         and rho_now is not None
         and LEARN_RHO[0] <= rho_now <= LEARN_RHO[1]
-        and inp.starting == 0
-        and inp.ready == inp.current
         and settled
         and steady
         and quiet
@@ -717,16 +723,7 @@ def _size(
     tail_measured = False
     typical_signal = {"p99LatencyMs": P99_TYPICAL, "p95LatencyMs": P95_TYPICAL}.get(metric)
     typical = _opt(sig, typical_signal) if typical_signal else None
-    if (
-        typical is not None
-        and rho_now is not None
-        and rho_now < 1
-        and inp.starting == 0
-        and inp.ready == inp.current
-        and settled
-        and steady
-        and quiet
-    ):
+    if typical is not None and rho_now is not None and rho_now < 1 and settled and steady and quiet:
         model = queueing.predict_ms(metric, rate / inp.ready, work, exec_ms, k)
         if math.isfinite(model) and model >= TAIL_NEAR * target:
             kt = min(max(typical / model, TAIL_RANGE[0]), TAIL_RANGE[1])
@@ -774,19 +771,20 @@ def _size(
 
     # Backlog: the queued requests sit in the ready pods' FIFO queues; capacity
     # that arrives only takes new requests away from them. By the time the pods
-    # that are loading are ready the backlog has grown by the excess over the
-    # ready pods' throughput; after that, each old pod drains at its full speed
-    # minus its share of the arrivals. Replicas for that to take at most one
-    # model-load time (at least DRAIN_MIN_SECONDS) - counting the pods already
-    # starting, so a backlog they will drain is not sized for again.
+    # that are loading are ready the backlog has grown at the queue's measured
+    # growth; after that, each old pod drains at its full speed minus its share
+    # of the arrivals. Replicas for that to take at most one model-load time (at
+    # least DRAIN_MIN_SECONDS) - counting the pods already starting, so a
+    # backlog they will drain is not sized for again.
     drain_n = 0
     drain_s = max(DRAIN_MIN_SECONDS, lt)
     future = 0.0
     if backlog and backlog > 0 and math.isfinite(mu):
         ages = [a for a in inp.loading_ages if a >= 0]
         until = max(0.0, lt - min(ages)) if ages else (lt if overloaded else 0.0)
-        excess = max(0.0, arrivals - inp.ready * mu)
-        future = backlog + excess * until
+        # Measured, not modelled: with dynamic batching the pods' saturated
+        # throughput is well above what the window's batch size says.
+        future = backlog + max(0.0, growth or 0.0) * until
         per_pod = future / ready / drain_s
         speed = max(mu - per_pod, mu * DRAIN_SHARE)
         drain_n = min(hi + 1, math.ceil(arrivals / speed - 1e-9))

@@ -50,6 +50,31 @@ def covers(live: Any, desired: Any) -> bool:
     return (bool(live == desired) and type(live) is type(desired)) or _same_number(live, desired)
 
 
+def difference(live: Any, desired: Any, path: str = "") -> str | None:
+    """The first field of ``desired`` that ``live`` does not hold (as
+    :func:`covers` judges), as a dotted path; None when ``live`` covers it."""
+    if isinstance(desired, Mapping):
+        if not isinstance(live, Mapping):
+            return path or "."
+        for k, v in desired.items():
+            sub = f"{path}.{k}" if path else str(k)
+            if k not in live:
+                return sub
+            d = difference(live[k], v, sub)
+            if d is not None:
+                return d
+        return None
+    if isinstance(desired, list):
+        if not isinstance(live, list) or len(live) != len(desired):
+            return path or "."
+        for i, (lv, dv) in enumerate(zip(live, desired, strict=True)):
+            d = difference(lv, dv, f"{path}[{i}]")
+            if d is not None:
+                return d
+        return None
+    return None if covers(live, desired) else (path or ".")
+
+
 def _same_number(a: Any, b: Any) -> bool:
     return (
         isinstance(a, (int, float))
@@ -150,6 +175,13 @@ def plan_kind(
             plan.result.live[name] = live
         else:
             plan.apply.append(obj)
+            log.debug(
+                "%s %s/%s: %s",
+                kind,
+                meta.namespace,
+                name,
+                "absent" if live is None else f"{difference(live, obj)} differs",
+            )
     wanted = {o["metadata"]["name"] for o in desired}
     plan.delete = sorted(set(existing) - wanted)
     return plan

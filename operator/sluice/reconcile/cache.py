@@ -528,7 +528,7 @@ class CachedKube(Kube):
     """A :class:`Kube` whose reads of the watched kinds come from the cache.
 
     Objects returned by ``get`` and ``list`` are the cache's own: read them,
-    never change them (``update_status`` hands ``mutate`` a private copy).
+    never change them (``status_base`` hands ``update_status`` a private copy).
     """
 
     def __init__(self, kube: Kube, cache: Cache) -> None:
@@ -573,29 +573,16 @@ class CachedKube(Kube):
             self.cache.forget(api_version, kind, namespace, name)
         return gone
 
-    def update_status(
-        self,
-        api_version: str,
-        kind: str,
-        namespace: str,
-        name: str,
-        mutate: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any] | None],
-        attempts: int = 5,
-        current: dict[str, Any] | None = None,
-        on_read: Callable[[dict[str, Any]], None] | None = None,
+    def status_base(
+        self, api_version: str, kind: str, namespace: str, name: str
     ) -> dict[str, Any] | None:
-        if current is None and self.cache.watches(api_version, kind, namespace):
-            cached = self.cache.get(api_version, kind, namespace, name)
-            if cached is None:
-                return None
-            current = json.loads(json.dumps(cached))  # mutate's private copy
-        return super().update_status(
-            api_version,
-            kind,
-            namespace,
-            name,
-            mutate,
-            attempts,
-            current=current,
-            on_read=on_read or self.cache.observe,
-        )
+        if not self.cache.watches(api_version, kind, namespace):
+            return super().status_base(api_version, kind, namespace, name)
+        cached = self.cache.get(api_version, kind, namespace, name)
+        if cached is None:
+            return None
+        copy: dict[str, Any] = json.loads(json.dumps(cached))  # mutate's private copy
+        return copy
+
+    def seen(self, obj: Mapping[str, Any]) -> None:
+        self.cache.observe(obj)

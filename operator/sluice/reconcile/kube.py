@@ -32,9 +32,11 @@ from kubernetes.client.exceptions import ApiException
 from kubernetes.dynamic import DynamicClient
 from kubernetes.dynamic.exceptions import ResourceNotFoundError, api_exception
 
-from .. import observability
+from .. import __version__, observability
 
 FIELD_MANAGER = "sluice"
+USER_AGENT = f"sluice/{__version__}"
+Objects = list[dict[str, Any]]  # (``list`` is also a method of Kube)
 log = logging.getLogger("sluice.kube")
 
 
@@ -47,7 +49,10 @@ def load_config(kubeconfig: str | None = None) -> k8s.ApiClient:
     # Open watches (one per kind and namespace) hold connections; the default
     # pool (5 per CPU) then drops and re-dials the reconcile workers' connections.
     cfg.connection_pool_maxsize = max(cfg.connection_pool_maxsize or 0, 64)
-    return k8s.ApiClient(cfg)
+    api = k8s.ApiClient(cfg)
+    # Named in the apiserver's audit log and metrics, as client-go names its clients.
+    api.user_agent = USER_AGENT
+    return api
 
 
 _VERBS = {"POST": "create", "PUT": "update", "PATCH": "patch", "DELETE": "delete"}
@@ -89,7 +94,7 @@ def count_requests(api: k8s.ApiClient) -> None:
     rest = api.rest_client
     if getattr(rest.request, "_sluice_counted", False):
         return
-    original = rest.request
+    original: Callable[..., Any] = rest.request
 
     def counted(method: str, url: str, *a: Any, **kw: Any) -> Any:
         verb, resource = classify(method, url)
@@ -97,7 +102,7 @@ def count_requests(api: k8s.ApiClient) -> None:
         return original(method, url, *a, **kw)
 
     counted._sluice_counted = True  # type: ignore[attr-defined]
-    rest.request = counted
+    setattr(rest, "request", counted)  # noqa: B010 - replaces the method of this one client
 
 
 def now() -> str:
@@ -217,13 +222,20 @@ class Kube:
     def call_json(self, method: str, path: str, **kw: Any) -> dict[str, Any]:
         resp = self.call(method, path, **kw)
         data = resp.data
-        return json.loads(data) if data else {}  # type: ignore[no-any-return]
+        out: dict[str, Any] = json.loads(data) if data else {}
+        return out
 
     # ------------------------------------------------------------------ reads
 
     def get(
         self, api_version: str, kind: str, namespace: str | None, name: str
     ) -> dict[str, Any] | None:
+        return self.read(api_version, kind, namespace, name)
+
+    def read(
+        self, api_version: str, kind: str, namespace: str | None, name: str
+    ) -> dict[str, Any] | None:
+        """GET from the API (never a cache), or None when it does not exist."""
         try:
             return self.call_json("GET", self.path(api_version, kind, namespace, name))
         except ApiException as e:
@@ -248,7 +260,7 @@ class Kube:
         label_selector: str | None = None,
         page: int = 500,
         each: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
-    ) -> tuple[list[dict[str, Any]], str]:
+    ) -> tuple[Objects, str]:
         """Every object (in pages of ``page``) and the list's resourceVersion.
 
         ``each`` maps every item as it arrives (a projection keeps memory
@@ -358,29 +370,23 @@ class Kube:
         name: str,
         mutate: Callable[[dict[str, Any], dict[str, Any]], dict[str, Any] | None],
         attempts: int = 5,
-        current: dict[str, Any] | None = None,
-        on_read: Callable[[dict[str, Any]], None] | None = None,
     ) -> dict[str, Any] | None:
         """Read-modify-write of ``status`` with resourceVersion as precondition.
 
         ``mutate(obj, status)`` returns the new status, or None when nothing
-        changes (then nothing is written). Conflicts are retried on a fresh read,
-        so writers of different status fields never lose each other's work.
+        changes (then nothing is written). Conflicts are retried on a fresh read
+        from the API, so writers of different status fields never lose each
+        other's work.
 
-        ``current``, when given, is a private copy of the object as last seen
-        (from the watch cache): the first attempt starts from it and reads
-        nothing. ``on_read`` sees every object read or written (to keep that
-        cache current).
+        The first attempt starts from :meth:`status_base` (here a GET; a cached
+        client answers from memory), and every object read or written goes to
+        :meth:`seen` (a cached client keeps its cache current with it).
         """
         path = self.path(api_version, kind, namespace, name, "status")
-        obj = current
+        obj = self.status_base(api_version, kind, namespace, name)
         for _ in range(attempts):
             if obj is None:
-                obj = self.get(api_version, kind, namespace, name)
-                if obj is None:
-                    return None
-                if on_read is not None:
-                    on_read(obj)
+                return None
             status = obj.get("status") or {}
             new = mutate(obj, status)
             if new is None or new == status:
@@ -395,19 +401,38 @@ class Kube:
                 },
                 "status": new,
             }
+            log.debug(
+                "status of %s/%s: %s changed",
+                namespace,
+                name,
+                ", ".join(sorted(k for k in {*new, *status} if new.get(k) != status.get(k))),
+            )
             try:
                 out = self.call_json("PUT", path, body=body)
             except ApiException as e:
                 if e.status == 409:
-                    obj = None
+                    obj = self.read(api_version, kind, namespace, name)
+                    if obj is not None:
+                        self.seen(obj)
                     continue
                 if e.status == 404:
                     return None
                 raise
-            if on_read is not None:
-                on_read(out)
+            self.seen(out)
             return out
         raise RuntimeError(f"status of {namespace}/{name}: conflicts on {attempts} attempts")
+
+    def status_base(
+        self, api_version: str, kind: str, namespace: str, name: str
+    ) -> dict[str, Any] | None:
+        """The object a status write starts from: a private copy, the caller's to change."""
+        obj = self.read(api_version, kind, namespace, name)
+        if obj is not None:
+            self.seen(obj)
+        return obj
+
+    def seen(self, obj: Mapping[str, Any]) -> None:
+        """An object the API just returned (a status write's read or answer)."""
 
     # ----------------------------------------------------------------- events
 
