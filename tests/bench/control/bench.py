@@ -236,7 +236,7 @@ UNSEEN_SERVICES = (
     ServiceModel(mean_s=0.030, cv=0.5, dist="gamma"),
     ServiceModel(mean_s=0.010, cv=1.0, dist="bimodal"),
     ServiceModel(
-        mean_s=0.015, cv=0.3, batching=Batching(max_batch_size=8, max_queue_delay_s=0.002)
+        mean_s=0.025, cv=0.3, batching=Batching(max_batch_size=8, max_queue_delay_s=0.002)
     ),
 )
 UNSEEN_LOAD_TIMES = (45.0, 120.0, 240.0)
