@@ -2,7 +2,7 @@
 :mod:`.canary`, 100 seeds each; docs/bench/control-canary.json and the table
 between the ``canary:begin``/``canary:end`` markers of docs/bench/README.md.
 
-``--unseen`` runs :func:`.canary.unseen_cases` instead (other service-time
+``--unseen --only-canary`` runs :func:`.canary.unseen_cases` instead (other service-time
 distributions, rates, regression sizes, pod spreads and seeds, none of them in
 the table above): docs/bench/control-canary-unseen.json and the
 ``canary-unseen:begin``/``canary-unseen:end`` block.
