@@ -516,6 +516,8 @@ def up() -> int:
     # -------------------------------------------------------- 3. rolled back
     say("3. Canary: rollout moves version 2 -> 3, a build three times slower")
     tl.begin("canary v3", "rollout", rl)
+    changes = rollout_changes(world, "rollout")
+    changes()  # the promotion's last state was narrated already
     world.patch_spec("rollout", {"model": {"version": 3}})
     t0 = time.monotonic()
     seen_analysis.clear()
@@ -528,8 +530,7 @@ def up() -> int:
         return r if ok else None
 
     r3 = watch(
-        tl, world, "rollout", rolled_back, 300, "the slow canary rolled back",
-        also=rollout_changes(world, "rollout"),
+        tl, world, "rollout", rolled_back, 300, "the slow canary rolled back", also=changes,
     )  # fmt: skip
     t_back = time.monotonic() - t0
     a3 = r3.get("analysis") or seen_analysis.get("a")
