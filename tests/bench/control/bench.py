@@ -436,27 +436,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(unseen_table(u))
         return 0
 
-    if a.only_scaling:
-        result = run(
-            quick=a.quick,
-            seeds=a.seeds,
-            load_times=a.load_times,
-            only=a.trace,
-            write=not a.no_write,
-            jobs=a.jobs,
-            frontier=not a.no_frontier,
+    if not a.only_scaling:
+        canary_result = canary_bench.run_all(
+            seeds=a.canary_seeds or (5 if a.quick else 100), write=not a.no_write
         )
-        print(table(result))
-        if result["frontier"]:
-            print(frontier_table(result))
-        return 0
-
-    canary_result = canary_bench.run_all(
-        seeds=a.canary_seeds or (5 if a.quick else 100), write=not a.no_write
-    )
-    print(canary_bench.table(canary_result))
-    if a.only_canary:
-        return 0
+        print(canary_bench.table(canary_result))
+        if a.only_canary:
+            return 0
     result = run(
         quick=a.quick,
         seeds=a.seeds,
@@ -467,4 +453,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         frontier=not a.no_frontier,
     )
     print(table(result))
+    if result["frontier"]:
+        print(frontier_table(result))
     return 0
