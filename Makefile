@@ -33,14 +33,14 @@ run: $(VENV_STAMP) ## the operator in the foreground against the local cluster a
 	$(PY) -m sluice.cli run --standalone --health-port 0 --metrics-port 0 \
 	  --prometheus-url $$($(PY) hack/localcluster.py url prometheus) --rate-window 10s
 
-ISVC ?= default/demo
+ISVC ?= default/slo
 RATE ?= 20
 DURATION ?= 60
 SHAPE ?= steady
 load: $(VENV_STAMP) ## Triton requests through the gateway: ISVC=ns/name RATE=req/s DURATION=s [SHAPE=steady|ramp|burst]
 	$(PY) hack/load.py $(ISVC) --rate $(RATE) --duration $(DURATION) --shape $(SHAPE)
 
-demo: deps $(VENV_STAMP) ## the main job, narrated: data plane, operator, SLO scale-up, A/B split, timeline PNG
+demo: deps $(VENV_STAMP) ## the main job, narrated: SLO scale-up, canary promoted, canary rolled back, A/B split, timeline PNG
 	$(PY) hack/demo.py up
 
 demo-down: ## stop the demo's operator and the cluster

@@ -30,7 +30,9 @@ process, which runs their ``triton`` container for real:
   liveness (or startup) probe restarts the container; an exited container restarts
   with back-off (restartPolicy Always). Deletion runs the ``preStop`` hook, then
   SIGTERM, then SIGKILL when ``terminationGracePeriodSeconds`` (the pod's deletion
-  grace) runs out, and then removes the pod object, as a kubelet does.
+  grace) runs out, and then removes the pod object, as a kubelet does; deletions are
+  watched, so the termination starts at once while the gateway still has to learn of
+  it from the EndpointSlice (the gap the preStop drain covers).
 * **Metrics.** The targets file (Prometheus ``file_sd``) lists every running pod's
   metrics port with the labels the rendered PodMonitor's relabelings give
   (``sluice.render.podmonitor``): namespace, pod, inferenceservice, variant,
@@ -776,7 +778,9 @@ class DataPlane:
                 if w is None:
                     w = self.workers[uid] = PodWorker(self, pod)
                     w.start()
-                else:
+                elif pod["metadata"].get("deletionTimestamp") or not w.pod["metadata"].get(
+                    "deletionTimestamp"
+                ):  # a list older than the watched deletion does not undo it
                     w.pod = pod
             for uid, w in self.workers.items():
                 if uid not in pods:
@@ -803,10 +807,42 @@ class DataPlane:
             tmp.replace(self.targets)
             self.last_targets = text
 
+    def watch_deletions(self) -> None:
+        """Hand a pod's deletion to its worker as soon as the apiserver says so.
+
+        A kubelet watches its pods and starts the termination (preStop, SIGTERM) within
+        moments, while gateways and proxies learn of it later through EndpointSlices:
+        that gap is what the preStop drain covers. The poll in :meth:`run` alone would
+        delay every termination by up to its period and hide the gap.
+        """
+        from kubernetes import watch
+
+        while not self.stopping.is_set():
+            try:
+                w = watch.Watch()
+                for ev in w.stream(
+                    self.core.list_pod_for_all_namespaces,
+                    label_selector=LABEL_ISVC,
+                    timeout_seconds=30,
+                    _request_timeout=60,
+                ):
+                    pod = ev["raw_object"]
+                    if pod["metadata"].get("deletionTimestamp") and pod["spec"].get("nodeName"):
+                        with self.lock:
+                            worker = self.workers.get(pod["metadata"]["uid"])
+                        if worker is not None:
+                            worker.pod = pod
+                    if self.stopping.is_set():
+                        w.stop()
+            except Exception as e:  # the apiserver may be restarting; the poll goes on
+                LOG.warning("watch failed: %s", e)
+                self.stopping.wait(1.0)  # back-off before watching again
+
     def run(self) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.write_targets()
         LOG.info("data plane up: models %s, subnet %s.0/24", self.models, self.addresses.subnet)
+        threading.Thread(target=self.watch_deletions, daemon=True, name="watch").start()
         while not self.stopping.is_set():
             try:
                 self.sync()

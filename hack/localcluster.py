@@ -167,12 +167,18 @@ class Cluster:
     # ---------------------------------------------------------------------- up
 
     def up(self) -> Path:
-        same = bool(self.state().get("dataplane")) == self.dataplane
+        st = self.state()
+        same = bool(st.get("dataplane")) == self.dataplane and (
+            not self.dataplane or st.get("models") == str(self.models)
+        )
         if same and self.healthy():
             log("reusing the running cluster")
             return self.kubeconfig
-        if self.state() and not same:
-            log("the running cluster has another data plane setting; restarting it")
+        if st and not same:
+            log(
+                "the running cluster has another data plane or models directory "
+                f"({st.get('models')}); restarting it"
+            )
         if self.state():
             log("found a stale cluster; stopping what is left of it")
             self.down()

@@ -21,6 +21,8 @@ loaded machine slows requests without failing them.
 
 from __future__ import annotations
 
+import json
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -85,117 +87,7 @@ def isvc(
     }
 
 
-def test_load_over_capacity_scales_up_and_p99_comes_back_under_target(
-    dataplane: Any, tmp_path: Path
-) -> None:
-    kubectl = Kubectl(dataplane.kubeconfig)
-    urls = dataplane.urls()
-    prom = PrometheusServer.__new__(PrometheusServer)
-    prom.port = int(urls["prometheus"].rsplit(":", 1)[1])
-    load_mod = hack_module("load")
-    with temp_namespace(kubectl, "loop") as ns:
-        scaling = {
-            "mode": "Auto",
-            "minReplicas": 1,
-            "maxReplicas": 3,
-            "target": {"metric": "p99LatencyMs", "value": TARGET_MS},
-            "warmupSeconds": 30,
-        }
-        kubectl.apply(isvc(ns, replicas=1, scaling=scaling))
-        view = ClusterView(kubectl, ns, "m")
-        with control_operator(dataplane.kubeconfig, ns, urls["prometheus"], tmp_path):
-            until(
-                lambda: view.condition("Ready").get("status") == "True",
-                180,
-                "the InferenceService Ready on a real tritonserver",
-            )
-            url = urls["gateway"].removeprefix("http://") + f"/{ns}/m"
-            load = load_mod.Load(url, "m", rate=lambda t: RATE, workers=32)
-
-            def served() -> bool:
-                load.describe()  # the gateway routes to the ready pod
-                return True
-
-            until(served, 60, "the gateway to route to the ready pod", ignore=(Exception,))
-            load.start(240)
-            try:
-                until(lambda: (view.replicas() or 0) > 1, 120, "Sluice to scale up under load")
-                scaled_at = load.elapsed()
-
-                def pods_serving() -> int:
-                    q = f'sum by (pod) (nv_inference_request_success{{namespace="{ns}"}})'
-                    return len([r for r in prom.query(q) if float(r["value"][1]) > 0])
-
-                until(lambda: pods_serving() >= 2, 120, "the added pods to take traffic")
-
-                def recovered() -> bool:
-                    now = load.elapsed()
-                    iv = load.interval(now - 15, now)
-                    return bool(iv.rate > RATE * 0.7 and iv.p99 < TARGET_MS)
-
-                until(recovered, 150, "p99 back under the target", interval=2)
-                before = load.interval(max(0.0, scaled_at - 15), scaled_at)
-                after = load.interval(load.elapsed() - 15, load.elapsed())
-            finally:
-                load.stop()
-            s = load.summary()
-            print(f"p99 before scale-up {before.p99:.0f} ms, after {after.p99:.0f} ms; {s}")
-            assert s["errors"] == 0, s
-            assert before.p99 > TARGET_MS
-            assert after.p99 < TARGET_MS
-            assert view.events("ScaledUp")
-
-
-def gateway_counts(url: str, ns: str, route: str) -> dict[str, int]:
-    import json
-    import urllib.request
-
-    with urllib.request.urlopen(url + "/_gateway/stats", timeout=5) as r:
-        rows = json.loads(r.read())
-    out: dict[str, int] = {}
-    for row in rows:
-        if row["namespace"] == ns and row["route"] == route and row["code"] == 200:
-            out[row["backend"]] = out.get(row["backend"], 0) + row["count"]
-    return out
-
-
-def test_fixed_ab_split_is_carried_by_the_gateway_within_a_few_percent(
-    dataplane: Any, tmp_path: Path
-) -> None:
-    kubectl = Kubectl(dataplane.kubeconfig)
-    urls = dataplane.urls()
-    load_mod = hack_module("load")
-    with temp_namespace(kubectl, "ab") as ns:
-        kubectl.apply(
-            isvc(
-                ns,
-                replicas=1,
-                variants=[{"name": "b", "weight": 30, "model": {"version": 1}}],
-                router={"gateway": {"name": "local"}},
-            )
-        )
-        view = ClusterView(kubectl, ns, "m")
-        with control_operator(dataplane.kubeconfig, ns, urls["prometheus"], tmp_path):
-            until(lambda: view.condition("Ready").get("status") == "True", 180, "Ready")
-            load = load_mod.Load(
-                urls["gateway"].removeprefix("http://") + f"/{ns}/m", "m", lambda t: 15.0, 16
-            )
-            load.wait_served()
-            before = gateway_counts(urls["gateway"], ns, "m")
-            load.start(40)
-            load.join()
-            after = gateway_counts(urls["gateway"], ns, "m")
-        s = load.summary()
-        assert s["errors"] == 0, s
-        n = {b: after.get(b, 0) - before.get(b, 0) for b in ("m-main", "m-b")}
-        total = sum(n.values())
-        assert total >= 400, n
-        share = n["m-b"] / total
-        print(f"A/B split measured at the gateway: m-b {100 * share:.1f}% of {total} (weight 30%)")
-        assert abs(share - 0.30) < 0.06, n
-
-
-# --------------------------------------------------------- shared by the tests below
+# ------------------------------------------------------------------- helpers
 
 
 def prometheus_at(urls: dict[str, str]) -> PrometheusServer:
@@ -228,11 +120,19 @@ def pods_that_served(prom: PrometheusServer, ns: str, window: str = "10m") -> se
     return {r["metric"]["pod"] for r in prom.query(q) if float(r["value"][1]) > 0}
 
 
+def gateway_counts(url: str, ns: str, route: str, code: int | None = None) -> dict[str, int]:
+    """Requests the gateway forwarded on ``route`` per backend (answered ``code``, or any)."""
+    with urllib.request.urlopen(url + "/_gateway/stats", timeout=5) as r:
+        rows = json.loads(r.read())
+    out: dict[str, int] = {}
+    for row in rows:
+        if row["namespace"] == ns and row["route"] == route and code in (None, row["code"]):
+            out[row["backend"]] = out.get(row["backend"], 0) + row["count"]
+    return out
+
+
 def gateway_weights(url: str, ns: str, route: str) -> dict[str, int] | None:
     """The weights of the route's rule without header matches, as the gateway holds them."""
-    import json
-    import urllib.request
-
     with urllib.request.urlopen(url + "/_gateway/routes", timeout=5) as r:
         view = json.loads(r.read())
     for rule in view.get(f"{ns}/{route}") or []:
@@ -247,6 +147,95 @@ def more_requests(load: Any, n: int, timeout: float, what: str) -> None:
     until(lambda: len(load.results) >= start + n, timeout, what)
 
 
+def ready(view: ClusterView) -> bool:
+    """The InferenceService's Ready condition: every wanted replica of every variant ready."""
+    return view.condition("Ready").get("status") == "True"
+
+
+def slo_scaling(**extra: Any) -> dict[str, Any]:
+    """Latency-SLO autoscaling of one to three replicas, p99 under TARGET_MS."""
+    return {
+        "mode": "Auto",
+        "minReplicas": 1,
+        "maxReplicas": 3,
+        "target": {"metric": "p99LatencyMs", "value": TARGET_MS},
+        **extra,
+    }
+
+
+def test_load_over_capacity_scales_up_and_p99_comes_back_under_target(
+    dataplane: Any, tmp_path: Path
+) -> None:
+    kubectl = Kubectl(dataplane.kubeconfig)
+    urls = dataplane.urls()
+    prom = prometheus_at(urls)
+    with temp_namespace(kubectl, "loop") as ns:
+        kubectl.apply(isvc(ns, replicas=1, scaling=slo_scaling(warmupSeconds=30)))
+        view = ClusterView(kubectl, ns, "m")
+        with control_operator(dataplane.kubeconfig, ns, urls["prometheus"], tmp_path):
+            until(lambda: ready(view), 180, "the InferenceService Ready on a real tritonserver")
+            load = load_on(urls, ns, "m", RATE, workers=32)
+            load.start(240)
+            try:
+                until(lambda: (view.replicas() or 0) > 1, 120, "Sluice to scale up under load")
+                scaled_at = load.elapsed()
+
+                def pods_serving() -> int:
+                    q = f'sum by (pod) (nv_inference_request_success{{namespace="{ns}"}})'
+                    return len([r for r in prom.query(q) if float(r["value"][1]) > 0])
+
+                until(lambda: pods_serving() >= 2, 120, "the added pods to take traffic")
+
+                def recovered() -> bool:
+                    now = load.elapsed()
+                    iv = load.interval(now - 15, now)
+                    return bool(iv.rate > RATE * 0.7 and iv.p99 < TARGET_MS)
+
+                until(recovered, 150, "p99 back under the target", interval=2)
+                before = load.interval(max(0.0, scaled_at - 15), scaled_at)
+                after = load.interval(load.elapsed() - 15, load.elapsed())
+            finally:
+                load.stop()
+            s = load.summary()
+            print(f"p99 before scale-up {before.p99:.0f} ms, after {after.p99:.0f} ms; {s}")
+            assert s["errors"] == 0, s
+            assert before.p99 > TARGET_MS
+            assert after.p99 < TARGET_MS
+            assert view.events("ScaledUp")
+
+
+def test_fixed_ab_split_is_carried_by_the_gateway_within_a_few_percent(
+    dataplane: Any, tmp_path: Path
+) -> None:
+    kubectl = Kubectl(dataplane.kubeconfig)
+    urls = dataplane.urls()
+    with temp_namespace(kubectl, "ab") as ns:
+        kubectl.apply(
+            isvc(
+                ns,
+                replicas=1,
+                variants=[{"name": "b", "weight": 30, "model": {"version": 1}}],
+                router={"gateway": {"name": "local"}},
+            )
+        )
+        view = ClusterView(kubectl, ns, "m")
+        with control_operator(dataplane.kubeconfig, ns, urls["prometheus"], tmp_path):
+            until(lambda: ready(view), 180, "Ready")
+            load = load_on(urls, ns, "m", 15.0)
+            before = gateway_counts(urls["gateway"], ns, "m", 200)
+            load.start(40)
+            load.join()
+            after = gateway_counts(urls["gateway"], ns, "m", 200)
+        s = load.summary()
+        assert s["errors"] == 0, s
+        n = {b: after.get(b, 0) - before.get(b, 0) for b in ("m-main", "m-b")}
+        total = sum(n.values())
+        assert total >= 400, n
+        share = n["m-b"] / total
+        print(f"A/B split measured at the gateway: m-b {100 * share:.1f}% of {total} (weight 30%)")
+        assert abs(share - 0.30) < 0.06, n
+
+
 # ----------------------------------------------------------------- scale-down
 
 DOWN_RATE = 8.0  # a third of one replica's capacity at 40 ms per request
@@ -259,21 +248,12 @@ def test_scale_down_under_load_loses_no_request(dataplane: Any, tmp_path: Path) 
     urls = dataplane.urls()
     prom = prometheus_at(urls)
     with temp_namespace(kubectl, "down") as ns:
-        scaling = {
-            "mode": "Off",  # three replicas first, until each one serves the load
-            "minReplicas": 1,
-            "maxReplicas": 3,
-            "target": {"metric": "p99LatencyMs", "value": TARGET_MS},
-            "scaleDown": {"stabilizationSeconds": 5},
-        }
+        # Off first: three replicas until each one serves the load.
+        scaling = slo_scaling(mode="Off", scaleDown={"stabilizationSeconds": 5})
         kubectl.apply(isvc(ns, replicas=3, scaling=scaling))
         view = ClusterView(kubectl, ns, "m")
         with control_operator(dataplane.kubeconfig, ns, urls["prometheus"], tmp_path):
-            until(
-                lambda: view.condition("Ready").get("status") == "True",
-                240,
-                "three replicas Ready on real tritonservers",
-            )
+            until(lambda: ready(view), 240, "three replicas Ready on real tritonservers")
             load = load_on(urls, ns, "m", DOWN_RATE)
             load.start(400)
             try:
@@ -316,7 +296,7 @@ def test_rolling_version_update_from_an_s3_bucket_loses_no_request(
         kubectl.apply(isvc(ns, "r", repository=S3_BUCKET_REPO, replicas=2))
         view = ClusterView(kubectl, ns, "r")
         with control_operator(dataplane.kubeconfig, ns, urls["prometheus"], tmp_path):
-            until(lambda: view.condition("Ready").get("status") == "True", 240, "v1 Ready")
+            until(lambda: ready(view), 240, "v1 Ready")
             first = {p["metadata"]["name"] for p in pods(kubectl, ns, "r")}
             (arg,) = {
                 a
@@ -338,7 +318,7 @@ def test_rolling_version_update_from_an_s3_bucket_loses_no_request(
                         and all(
                             p["metadata"]["labels"]["sluice.dev/model-version"] == "2" for p in ps
                         )
-                        and view.condition("Ready").get("status") == "True"
+                        and ready(view)
                     )
 
                 until(rolled, 240, "both pods replaced by version 2 and the old ones gone")
@@ -361,27 +341,16 @@ def test_rolling_version_update_from_an_s3_bucket_loses_no_request(
 
 # --------------------------------------------------------- canary rolled back
 
-CANARY_RATE = 20.0  # the canary's 20% at 120 ms: under half busy
+# The canary's and the baseline's 30% each: 6 req/s, 30 requests per 5 s rate window
+# (a window with fewer than 20 on a side adds no evidence). The canary at 120 ms is
+# then about 70% busy, main at 20 ms under 20%.
+CANARY_RATE = 20.0
 CANARY_ROLLOUT: dict[str, Any] = {
     "strategy": "Canary",
-    "steps": [20, 50],
+    "steps": [30, 45],
     "interval": "3s",
     "analysis": {"maxLatencyRatio": 2.5, "minSamples": 50, "progressDeadline": "3m"},
 }
-
-
-def gateway_counts_by_backend(url: str, ns: str, route: str) -> dict[str, int]:
-    """Requests the gateway forwarded on ``route`` per backend, any status."""
-    import json
-    import urllib.request
-
-    with urllib.request.urlopen(url + "/_gateway/stats", timeout=5) as r:
-        rows = json.loads(r.read())
-    out: dict[str, int] = {}
-    for row in rows:
-        if row["namespace"] == ns and row["route"] == route:
-            out[row["backend"]] = out.get(row["backend"], 0) + row["count"]
-    return out
 
 
 def test_slower_canary_is_rolled_back_and_the_gateway_returns_to_stable(
@@ -401,7 +370,7 @@ def test_slower_canary_is_rolled_back_and_the_gateway_returns_to_stable(
         with control_operator(dataplane.kubeconfig, ns, urls["prometheus"], tmp_path):
             until(
                 lambda: (
-                    view.condition("Ready").get("status") == "True"
+                    ready(view)
                     and view.rollout().get("phase") == "Idle"
                     and gateway_weights(gw, ns, "c") == {main: 100}
                 ),
@@ -416,10 +385,7 @@ def test_slower_canary_is_rolled_back_and_the_gateway_returns_to_stable(
                 # (counted, not watched: a clear regression may fail within seconds)
                 until(
                     lambda: (
-                        min(
-                            gateway_counts_by_backend(gw, ns, "c").get(b, 0) for b in (canary, base)
-                        )
-                        >= 20
+                        min(gateway_counts(gw, ns, "c").get(b, 0) for b in (canary, base)) >= 20
                     ),
                     180,
                     "the gateway to send the canary and the baseline their share",
@@ -434,9 +400,9 @@ def test_slower_canary_is_rolled_back_and_the_gateway_returns_to_stable(
                     60,
                     "the gateway back on stable only",
                 )
-                before = gateway_counts_by_backend(gw, ns, "c")
+                before = gateway_counts(gw, ns, "c")
                 more_requests(load, int(10 * CANARY_RATE), 60, "traffic after the rollback")
-                after = gateway_counts_by_backend(gw, ns, "c")
+                after = gateway_counts(gw, ns, "c")
                 until(lambda: view.deployment("canary") is None, 90, "the canary removed")
                 more_requests(load, int(2 * CANARY_RATE), 60, "traffic after the removal")
             finally:

@@ -16,12 +16,14 @@ in the local cluster.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from sluice.api.schema import parse_time
 from sluice.api.v1alpha1 import InferenceServiceStatus
 from tests.support.fleet import ClusterView, Fleet, control_operator, isvc_manifest
 from tests.support.kube import Kubectl, temp_namespace
@@ -115,6 +117,11 @@ def test_tail_latency_over_target_scales_up_and_idle_scales_back_down(
         assert decision["demand"] > 0 and decision["capacityPerReplica"] > 0
         assert "M/G/1" in decision["reason"] and "ms per execution" in decision["reason"]
         assert decision["signals"]["computeTimeMs"] > 0
+        # Four clients queue on one server: with one pod ready, three waiting
+        # requests are more than the target's worth of work (3 x 20 ms > 50 ms),
+        # an overload; status keeps when the last one was.
+        overloaded_at = parse_time(decision.get("overloadedAt"))
+        assert overloaded_at is not None and overloaded_at <= time.time() + 1
         ups = view.events("ScaledUp")
         assert len(ups) >= 2 and all("p99LatencyMs" in e["message"] for e in ups)
         # The operator's own metrics count the decisions it explained.

@@ -96,8 +96,9 @@ def test_one_short_trace_every_policy() -> None:
     tr = traces.steps((1.5 * cap, 4 * cap), (300.0,), 900)
     sc = sim.Scenario("steps", tr, (VariantSpec(service=svc),)).with_load_time(30)
     got = {}
-    for make in bench.policy_set(cap):
-        pol = make()
+    for name in bench.POLICIES:
+        pol = bench.make_policy(name, cap)
+        assert pol.name == name
         r = sim.run(sc, pol, seed=0)
         got[pol.name] = r
         assert r.requests > 0 and 0 < r.attainment <= 1
@@ -109,3 +110,24 @@ def test_one_short_trace_every_policy() -> None:
     assert oracle.attainment > 0.98
     assert max(oracle.timeline.replicas["main"]) == math.ceil(4 * cap / cap - 1e-9)
     assert got["sluice"].timeline.reasons  # every decision is explained
+    # The reactive bound follows the true rate: the step's size, no look-ahead.
+    rb = got["reactive-bound"]
+    assert max(rb.timeline.replicas["main"]) == math.ceil(4 * cap / cap - 1e-9)
+    assert rb.attainment <= oracle.attainment
+
+
+def test_frontier_and_unseen_sets_are_well_formed() -> None:
+    cap = sim.load_test(ServiceModel(), 100.0)
+    for name in bench.FRONTIER:
+        assert bench.make_policy(name, cap).name == name
+    cells = bench.unseen_cells()
+    # Every unseen trace meets every unseen service model, and each load time
+    # (none of them in the standard set) comes up for every trace.
+    assert len(cells) == len(traces.unseen(cap)) * len(bench.UNSEEN_SERVICES)
+    assert not set(bench.UNSEEN_LOAD_TIMES) & set(bench.LOAD_TIMES)
+    for spec in traces.unseen(cap):
+        assert {lt for s, _, lt in cells if s.name == spec.name} == set(bench.UNSEEN_LOAD_TIMES)
+    a = traces.unseen(cap)[0].build(cap, np.random.default_rng([1000, 99]))
+    b = traces.unseen(cap)[0].build(cap, np.random.default_rng([1001, 99]))
+    assert a.events and a.events != b.events  # flash crowds at random times per seed
+    assert 2 * 2 * cap <= a.rate.max() <= 5 * 2 * cap

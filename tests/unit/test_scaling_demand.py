@@ -338,3 +338,109 @@ def test_a_pod_that_just_became_ready_does_not_inflate_the_overload_estimate() -
     d = decide(spec(), inp, T0)
     assert d.demand == pytest.approx(205.0)
     assert d.desired == max(8, math.ceil(205.0 / (d.capacity or 1)))
+
+
+# ------------------------------------------- thin traffic and service-time bound
+
+# What the demo read on real Triton from an idle service whose model_warmup request
+# (one cold 265 ms request, counted in Triton's metrics) was its only slow one.
+THIN = 0.14  # req/s: about 8 requests in a 1 m window
+
+
+def thin_readings(compute: float, p99: float) -> dict[str, sig.Reading]:
+    return readings(
+        THIN,
+        ready=1,
+        compute=compute,
+        **{
+            sig.QUEUE_TIME: V(0.0),
+            sig.P99_LATENCY: V(p99),
+            sig.P99_TYPICAL: V(p99),
+        },
+    )
+
+
+def test_evidence_minimums_follow_from_the_statistic() -> None:
+    from sluice.policy.scaling import MIN_MEAN_SAMPLES, min_samples
+
+    # Below 1 / (1 - p) requests a p-quantile is the slowest single request.
+    assert min_samples("p99LatencyMs") == 100
+    assert min_samples("p95LatencyMs") == 20
+    assert min_samples("avgLatencyMs") == min_samples("queueTimeMs") == MIN_MEAN_SAMPLES
+
+
+@pytest.mark.parametrize("previous", [Previous(), Previous(correction=0.55)])
+def test_one_cold_request_on_an_idle_service_scales_nothing(previous: Previous) -> None:
+    # The demo's bug: Demand went 1 -> 3 on this. Replicas cannot make one slow
+    # request faster: 265 ms of compute against a 250 ms target, nothing queued.
+    s = spec(target={"metric": "p99LatencyMs", "value": 250})
+    prev = previous
+    cur, t = 1, T0
+    for _ in range(8):  # two minutes of cycles, the reading unchanged
+        d = decide(s, steady_input(cur, cur, thin_readings(265.0, 265.0), prev), t)
+        assert d.desired == 1, d.reason
+        assert d.code == "ServiceTimeBound"
+        assert "service-time bound" in d.reason and "replicas would not help" in d.reason
+        assert "265ms compute" in d.reason
+        # Nothing is learnt from eight requests.
+        assert d.tail_correction is None
+        assert d.correction == previous.correction
+        prev = Previous(correction=d.correction, tail_correction=d.tail_correction, desired=cur)
+        t += 15
+
+
+def test_a_slow_request_under_thin_traffic_is_no_evidence_for_a_scale_up() -> None:
+    # Feasible target (200 ms compute < 250 ms), one 300 ms request read as the p99
+    # of eight: the prior model would add replicas, the reading cannot justify them.
+    s = spec(target={"metric": "p99LatencyMs", "value": 250})
+    for previous in (Previous(), Previous(correction=1.0)):
+        d = decide(s, steady_input(1, 1, thin_readings(200.0, 300.0), previous), T0)
+        assert (d.desired, d.code) == (1, "TooFewRequests"), d.reason
+        assert "fewer than" in d.reason
+    # The same readings over enough requests (2 req/s, 120 in the window) are evidence.
+    busy = readings(
+        2.0, ready=1, compute=200.0, **{sig.QUEUE_TIME: V(0.0), sig.P99_LATENCY: V(300.0)}
+    )
+    d = decide(s, steady_input(1, 1, busy, Previous()), T0)
+    assert d.code == "ScaleUp" and d.desired > 1, d.reason
+
+
+def test_overload_at_low_replicas_still_scales_in_one_decision_on_thin_completions() -> None:
+    # A slow model (2 s per request) on one replica: it completes 0.5 req/s (30 in the
+    # window, 30 per pod: under the p99 minimum), while 2 req/s arrive and the queue
+    # grows. The queue is the evidence: the whole gap in one decision.
+    s = spec(target={"metric": "p99LatencyMs", "value": 5000})
+    r = readings(
+        0.5,
+        ready=1,
+        compute=2000.0,
+        **{
+            sig.QUEUE_TIME: V(20000.0),
+            sig.P99_LATENCY: V(30000.0),
+            sig.P99_TYPICAL: V(30000.0),
+            sig.PENDING: V(20.0),
+            sig.PENDING_GROWTH: V(1.5),
+            sig.RATE_NOW: V(0.5),
+        },
+    )
+    for previous in (Previous(), Previous(correction=0.55)):
+        d = decide(s, steady_input(1, 1, r, previous), T0)
+        assert d.code == "ScaleUp", d.reason
+        # 2 req/s at 2 s each is 4 busy replicas, more to drain the backlog.
+        assert d.desired >= 5, d.reason
+
+
+def test_overload_of_a_fast_model_at_one_replica_scales_in_one_decision() -> None:
+    s = spec()
+    r = readings(
+        50.0,
+        ready=1,
+        **{
+            sig.P99_LATENCY: V(2000.0),
+            sig.PENDING: V(300.0),
+            sig.PENDING_GROWTH: V(150.0),
+            sig.RATE_NOW: V(50.0),
+        },
+    )
+    d = decide(s, steady_input(1, 1, r), T0)
+    assert d.code == "ScaleUp" and d.desired >= math.ceil(200 / d.capacity), d.reason

@@ -513,6 +513,13 @@ class CustomSignal:
     )
 
 
+def custom_signals_field(description: str) -> Any:
+    """A list of custom signals, keyed by name (canary analysis and experiments)."""
+    return spec_field(
+        description, default=(), max_items=8, list_type="map", list_map_keys=("name",)
+    )
+
+
 @dataclass(frozen=True, kw_only=True)
 class AnalysisSpec:
     """Checks a canary must pass at every step. Missing data never counts as a failure."""
@@ -594,13 +601,9 @@ class AnalysisSpec:
         enum=("Pause", "Rollback"),
         default="Pause",
     )
-    custom_signals: tuple[CustomSignal, ...] = spec_field(
+    custom_signals: tuple[CustomSignal, ...] = custom_signals_field(
         "Signals of your own (PromQL), judged with the built-in ones: a canary fails when "
-        "it is worse than a custom signal's tolerance with the stated confidence.",
-        default=(),
-        max_items=8,
-        list_type="map",
-        list_map_keys=("name",),
+        "it is worse than a custom signal's tolerance with the stated confidence."
     )
 
 
@@ -987,15 +990,11 @@ class ExperimentSpec:
         minimum=1,
         maximum=100000000,
     )
-    custom_signals: tuple[CustomSignal, ...] = spec_field(
+    custom_signals: tuple[CustomSignal, ...] = custom_signals_field(
         "Signals of your own (PromQL, for example a business metric the model exports), "
         "compared like the built-in ones: per signal which variant is better, by how "
         "much, with what confidence, on how many requests. A winner must not be worse "
-        "on any of them.",
-        default=(),
-        max_items=8,
-        list_type="map",
-        list_map_keys=("name",),
+        "on any of them."
     )
     promote_winner: bool = spec_field(
         "Once a variant is conclusively better than main on the first signal and not "

@@ -372,6 +372,7 @@ def scale_inputs(
                 previous=scaling_policy.Previous.from_status(inp.status.scaling_for(v.name)),
                 hold_down=hold,
                 floor=floor,
+                window_seconds=inp.config.rate_window_seconds,
                 load_times=tuple(
                     p.ready_since - p.created
                     for p in pods

@@ -25,7 +25,12 @@ The rule, in order:
    ``warmupSeconds`` (of their creation, or of the last scale-up), they count as
    coming capacity: no further scale-up until they are ready or the bound
    passes.
-6. **Rollout hold.** While a canary rollout is in flight the stable variant is
+6. **Evidence (policy Demand).** Outside overload (measured on the queue), a
+   scale-up needs readings that support it: none when the service time alone
+   is over the target (``ServiceTimeBound``: replicas only lower queueing), and
+   none from latency readings over too few requests (``TooFewRequests``, see
+   :func:`min_samples`); corrections are not learnt from those either.
+7. **Rollout hold.** While a canary rollout is in flight the stable variant is
    never scaled down: it must be able to take all traffic back (flagger#1600).
 """
 
@@ -117,6 +122,9 @@ class ScaleInput:
     # How long the youngest ready pod has been ready (None: unknown): the rate
     # windows describe the current fleet only once it has been stable that long.
     ready_for: float | None = None
+    # The rate window of the signals (seconds): with the rate, how many requests
+    # the latency readings of this cycle rest on.
+    window_seconds: float = 60.0
 
 
 @dataclass(frozen=True)
@@ -411,6 +419,22 @@ DRAIN_SHARE = 0.25
 DOWN_STABILIZATION = (60.0, 300.0)
 # No trend is read from the offset rate windows within their span of an overload.
 TREND_QUIET_SECONDS = 240.0
+# Evidence. A latency reading over too few requests is one request's latency,
+# not a property of the fleet (Triton counts even its model_warmup request: one
+# cold 265 ms request once read as an idle service's p99). A p-quantile over n
+# requests is the ceil(p n)-th of them; below n = 1 / (1 - p) that is the slowest
+# one, which a single request decides: a quantile target (and the typical pod's
+# quantile, for the tail correction) needs that many requests per pod in its
+# window. A mean (compute, queue and average latency, fleet counters) needs
+# MIN_MEAN_SAMPLES, the usual n for a mean's normal approximation. Below these
+# no latency reading scales up or corrects the model; the queue still does.
+MIN_MEAN_SAMPLES = 30
+
+
+def min_samples(metric: str) -> int:
+    """Requests a reading of ``metric`` must rest on to count as evidence."""
+    p = queueing.QUANTILE.get(metric)
+    return MIN_MEAN_SAMPLES if p is None else math.ceil(1.0 / (1.0 - p) - 1e-9)
 
 
 def measured_load_time(spec: ScalingSpec, inp: ScaleInput) -> float | None:
@@ -507,6 +531,7 @@ def demand(spec: ScalingSpec, inp: ScaleInput, now: float) -> Decision:
         )
 
     numbers: dict[str, float | None] = {}
+    held: str | None = None  # why a scale-up the model asked for is not taken
     if rate.num() == 0:
         need_up, need_down = lo, lo
         why = "no requests (request rate 0)"
@@ -521,14 +546,25 @@ def demand(spec: ScalingSpec, inp: ScaleInput, now: float) -> Decision:
                 f"{rate.num():.3g} req/s; missing data never scales in either direction",
                 missing=((COMPUTE_TIME, compute),),
             )
-        need_up, need_down, why, numbers = _size(
+        need_up, need_down, why, numbers, held = _size(
             spec, inp, rate.num(), compute.num(), load_time, now
         )
         # Until the correction has been measured once the model is only a prior
         # (M/M/1, pessimistic for most models): it scales up only when the
-        # observed signal agrees.
+        # observed signal agrees, and only a reading over enough requests agrees.
         if numbers.get("measured") is None and need_up > cur:
-            if observed is None or observed <= target:
+            n, least = _requests(metric, rate.num(), inp)
+            overloaded = numbers.get("overloaded_at") == now
+            thin = n < least and not overloaded
+            if observed is not None and observed > target and thin and not held:
+                why += (
+                    f"; the model is not calibrated yet and {metric} {observed:.3g}ms rests on "
+                    f"{n:.3g} requests {_count(metric)}, fewer than {least}: one request's "
+                    "latency is no evidence for a scale-up"
+                )
+                need_up = cur
+                held = "TooFewRequests"
+            elif observed is None or observed <= target:
                 why += f"; the model is not calibrated yet and {metric} is within target"
                 need_up = cur
             else:
@@ -566,6 +602,8 @@ def demand(spec: ScalingSpec, inp: ScaleInput, now: float) -> Decision:
         code = "AtMinReplicas" if cur <= floor and rate.num() == 0 else "Steady"
         if cur <= floor and need_down <= floor:
             code = "AtMinReplicas"
+        if held:
+            code = held
         return out(cur, code, f"{why}: {cur} replicas", numbers=numbers)
     if inp.hold_down:
         return out(cur, "HeldDuringRollout", f"{why}, but {inp.hold_down}", numbers=numbers)
@@ -650,6 +688,20 @@ def _opt(signals: Mapping[str, Reading], name: str) -> float | None:
     return r.num() if r is not None and r.ok else None
 
 
+def _requests(metric: str, rate: float, inp: ScaleInput) -> tuple[float, int]:
+    """The requests a reading of ``metric`` rests on this cycle, and the least it
+    needs (:func:`min_samples`): per pod for a quantile (Triton's summaries are
+    per process), over the fleet for a mean (fleet sums of counters)."""
+    n = rate * inp.window_seconds
+    if metric in queueing.QUANTILE:
+        n /= max(inp.ready, 1)
+    return n, min_samples(metric)
+
+
+def _count(metric: str) -> str:
+    return "per pod" if metric in queueing.QUANTILE else "in the window"
+
+
 def _size(
     spec: ScalingSpec,
     inp: ScaleInput,
@@ -657,8 +709,9 @@ def _size(
     exec_ms: float,
     load_time: float | None,
     now: float,
-) -> tuple[int, int, str, dict[str, float | None]]:
-    """Replicas needed to go up to and down to, why, and the numbers behind it."""
+) -> tuple[int, int, str, dict[str, float | None], str | None]:
+    """Replicas needed to go up to and down to, why, the numbers behind it, and
+    the code of a hold when the readings do not support the scale-up asked for."""
     metric, target = spec.target.metric, spec.target.value
     lo, hi = spec.min_replicas, spec.max_replicas
     sig = inp.signals
@@ -687,10 +740,18 @@ def _size(
     k = prev.correction
     measured: float | None = None
     rho_now = queueing.utilisation(rate / inp.ready, work) if inp.ready > 0 else None
+    # The ready fleet is the one the rate windows describe once its youngest pod
+    # has been ready for a window and a scrape, and no pod left it since: a
+    # scale-up whose pods are still loading does not change it (the ReplicaSet
+    # removes loading pods first), a recent scale-down otherwise may have.
     settled = (
         inp.ready_for is not None
         and inp.ready_for >= SETTLE_SECONDS
-        and (prev.last_scale_time is None or now - prev.last_scale_time >= SETTLE_SECONDS)
+        and (
+            prev.last_scale_time is None
+            or now - prev.last_scale_time >= SETTLE_SECONDS
+            or inp.starting > 0
+        )
     )
     ref = ago1 if ago1 is not None else _opt(sig, RATE_NOW)
     steady = ref is not None and abs(rate - ref) <= STEADY * max(rate, ref)
@@ -698,11 +759,10 @@ def _size(
         queue is not None
         and rho_now is not None
         and LEARN_RHO[0] <= rho_now <= LEARN_RHO[1]
-        and inp.starting == 0
-        and inp.ready == inp.current
         and settled
         and steady
         and quiet
+        and _requests(QUEUE_TIME, rate, inp)[0] >= MIN_MEAN_SAMPLES
     ):
         expected = queueing.mean_wait_ms(rho_now, work, 1.0)
         if expected > 0:
@@ -721,11 +781,10 @@ def _size(
         typical is not None
         and rho_now is not None
         and rho_now < 1
-        and inp.starting == 0
-        and inp.ready == inp.current
         and settled
         and steady
         and quiet
+        and _requests(metric, rate, inp)[0] >= min_samples(metric)
     ):
         model = queueing.predict_ms(metric, rate / inp.ready, work, exec_ms, k)
         if math.isfinite(model) and model >= TAIL_NEAR * target:
@@ -774,19 +833,20 @@ def _size(
 
     # Backlog: the queued requests sit in the ready pods' FIFO queues; capacity
     # that arrives only takes new requests away from them. By the time the pods
-    # that are loading are ready the backlog has grown by the excess over the
-    # ready pods' throughput; after that, each old pod drains at its full speed
-    # minus its share of the arrivals. Replicas for that to take at most one
-    # model-load time (at least DRAIN_MIN_SECONDS) - counting the pods already
-    # starting, so a backlog they will drain is not sized for again.
+    # that are loading are ready the backlog has grown at the queue's measured
+    # growth; after that, each old pod drains at its full speed minus its share
+    # of the arrivals. Replicas for that to take at most one model-load time (at
+    # least DRAIN_MIN_SECONDS) - counting the pods already starting, so a
+    # backlog they will drain is not sized for again.
     drain_n = 0
     drain_s = max(DRAIN_MIN_SECONDS, lt)
     future = 0.0
     if backlog and backlog > 0 and math.isfinite(mu):
         ages = [a for a in inp.loading_ages if a >= 0]
         until = max(0.0, lt - min(ages)) if ages else (lt if overloaded else 0.0)
-        excess = max(0.0, arrivals - inp.ready * mu)
-        future = backlog + excess * until
+        # Measured, not modelled: with dynamic batching the pods' saturated
+        # throughput is well above what the window's batch size says.
+        future = backlog + max(0.0, growth or 0.0) * until
         per_pod = future / ready / drain_s
         speed = max(mu - per_pod, mu * DRAIN_SHARE)
         drain_n = min(hi + 1, math.ceil(arrivals / speed - 1e-9))
@@ -798,6 +858,40 @@ def _size(
     down = queueing.replicas_for(max(arrivals, settled_arrivals), cap_down, hi)
     need_up = max(lo, up if up is not None else hi + 1, drain_n)
     need_down = max(lo, down if down is not None else hi, drain_n)
+    # Replicas lower latency only by lowering queueing. Unless the queues say the
+    # pods are overloaded (they then hold more than the target's worth of work and
+    # the sizing above stands), a scale-up rests on the latency readings and the
+    # model, so they must support it:
+    held: str | None = None
+    hold_why = ""
+    if not overloaded and need_up > inp.current:
+        # at least the replicas that keep up with the arrivals at all (rho < 1),
+        # and those the backlog needs.
+        keep_up = queueing.replicas_for(need, mu, hi)
+        least = max(lo, drain_n, keep_up if keep_up is not None else hi + 1)
+        n_mean = _requests(COMPUTE_TIME, rate, inp)[0]
+        if cap <= 0:
+            # Even with no queueing at all the latency is the service time: no
+            # replica count meets the target, and more only cost.
+            queued = f"{queue:.3g}ms queued" if queue is not None else "queue time unknown"
+            hold_why = (
+                f"; latency is service-time bound: {exec_ms:.3g}ms compute per execution "
+                f"(tail {kt:.2f}) of the {target:g}ms {metric} target, {queued}: no replica "
+                "count meets it, replicas would not help"
+            )
+            held = "ServiceTimeBound"
+        elif n_mean < MIN_MEAN_SAMPLES:
+            hold_why = (
+                f"; the compute and queue times rest on {n_mean:.3g} requests in the window, "
+                f"fewer than {MIN_MEAN_SAMPLES}: no evidence for a scale-up (the queue is)"
+            )
+            held = "TooFewRequests"
+        if held and least < need_up:
+            need_up = least
+            if least > inp.current:
+                hold_why += f"; {least} replicas keep up with the arrivals and the backlog"
+        else:
+            held, hold_why = None, ""
     at = min(hi, need_up)
     predicted = kt * queueing.predict_ms(metric, need / at, work, exec_ms, k)
     parts = [f"completing {rate:.3g}" + (f", {base:.3g} in the last scrape" if jumped else "")]
@@ -819,6 +913,7 @@ def _size(
             f"; backlog {backlog:.0f} (about {future:.0f} once the loading pods are ready) "
             f"drains within {drain_s:.0f}s at {drain_n} replicas"
         )
+    why += hold_why
     numbers: dict[str, float | None] = {
         "demand": need,
         "capacity": cap,
@@ -828,7 +923,7 @@ def _size(
         "measured": measured if measured is not None else prev.correction,
         "overloaded_at": overloaded_at,
     }
-    return need_up, need_down, why, numbers
+    return need_up, need_down, why, numbers, held
 
 
 def _fmt(x: float) -> str:

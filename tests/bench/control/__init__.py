@@ -25,5 +25,5 @@ Adding a scenario
    seed)`` for every policy and seed; the same seed gives every policy the same
    requests. Read :class:`.sim.Result` (attainment, recovery attainment, replica-hours,
    actions, timeline). To put it in the published table, add a :class:`.traces.
-   TraceSpec` to ``traces.standard`` (or a policy to ``bench.policy_set``).
+   TraceSpec` to ``traces.standard`` (or a policy to ``bench.POLICIES`` and ``bench.make_policy``).
 """

@@ -2,7 +2,7 @@
 :mod:`.canary`, 100 seeds each; docs/bench/control-canary.json and the table
 between the ``canary:begin``/``canary:end`` markers of docs/bench/README.md.
 
-``--unseen`` runs :func:`.canary.unseen_cases` instead (other service-time
+``--unseen --only-canary`` runs :func:`.canary.unseen_cases` instead (other service-time
 distributions, rates, regression sizes, pod spreads and seeds, none of them in
 the table above): docs/bench/control-canary-unseen.json and the
 ``canary-unseen:begin``/``canary-unseen:end`` block.
@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -70,9 +71,34 @@ def _odd(o: canary.Outcome, c: canary.Case) -> bool:
     return (o.result != "rolled back") if c.bad else (o.result != "promoted")
 
 
+Column = tuple[str, Callable[[dict[str, Any]], str]]
+CANARY_COLUMNS: tuple[Column, ...] = (
+    ("canary scenario", lambda r: r["scenario"]),
+    ("rolled back", lambda r: report.pct(r["rolled_back"])),
+    ("promoted", lambda r: report.pct(r["promoted"])),
+    ("undecided (paused at the deadline)", lambda r: report.pct(r["undecided"])),
+    (
+        "intervals to rollback (mean / max)",
+        lambda r: f"{report.num(r['intervals_mean'])} / {report.num(r['intervals_max'])}",
+    ),
+    ("minutes to decision (mean)", lambda r: report.num(r["minutes_to_decision_mean"])),
+)
+AB_COLUMNS: tuple[Column, ...] = (
+    ("A/B scenario", lambda r: r["scenario"]),
+    ("b named better", lambda r: report.pct(r["winner_b"])),
+    ("main named better", lambda r: report.pct(r["winner_main"])),
+    ("no winner at the end", lambda r: report.pct(r["no_winner"])),
+    ("a winner declared at any time", lambda r: report.pct(r["winner_ever_declared"])),
+    ("a wrong winner at any time", lambda r: report.pct(r["wrong_winner_ever"])),
+)
+
+
+def _rows(columns: tuple[Column, ...], rows: list[dict[str, Any]]) -> list[str]:
+    return report.rows([h for h, _ in columns], [[f(r) for _, f in columns] for r in rows])
+
+
 def table(result: dict[str, Any]) -> str:
     s = result["settings"]
-    pct, num = report.pct, report.num
     lines = [
         f"{result['seeds']} seeds per row (from seed {result.get('first_seed', 0)}); steps "
         f"{s['steps']}, interval {s['interval']}, rate window {s['rate_window']}, control "
@@ -81,50 +107,8 @@ def table(result: dict[str, Any]) -> str:
         "(2 processes).",
         "",
     ]
-    lines += report.rows(
-        (
-            "canary scenario",
-            "rolled back",
-            "promoted",
-            "undecided (paused at the deadline)",
-            "intervals to rollback (mean / max)",
-            "minutes to decision (mean)",
-        ),
-        [
-            (
-                r["scenario"],
-                pct(r["rolled_back"]),
-                pct(r["promoted"]),
-                pct(r["undecided"]),
-                f"{num(r['intervals_mean'])} / {num(r['intervals_max'])}",
-                num(r["minutes_to_decision_mean"]),
-            )
-            for r in result["rows"]
-            if "rolled_back" in r
-        ],
-    )
+    lines += _rows(CANARY_COLUMNS, [r for r in result["rows"] if "rolled_back" in r])
     ab = [r for r in result["rows"] if "winner_b" in r]
     if ab:
-        lines.append("")
-        lines += report.rows(
-            (
-                "A/B scenario",
-                "b named better",
-                "main named better",
-                "no winner at the end",
-                "a winner declared at any time",
-                "a wrong winner at any time",
-            ),
-            [
-                (
-                    r["scenario"],
-                    pct(r["winner_b"]),
-                    pct(r["winner_main"]),
-                    pct(r["no_winner"]),
-                    pct(r["winner_ever_declared"]),
-                    pct(r["wrong_winner_ever"]),
-                )
-                for r in ab
-            ],
-        )
+        lines += ["", *_rows(AB_COLUMNS, ab)]
     return "\n".join(lines) + "\n"

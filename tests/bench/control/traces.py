@@ -135,3 +135,79 @@ def standard(capacity: float, quick: bool = False) -> list[TraceSpec]:
         TraceSpec("steps", _s, ("events",)),
         TraceSpec("noisy-flat", _n, ("smooth",)),
     ]
+
+
+# ------------------------------------------------------------------ unseen
+# Traffic that is not in the standard set, for checking that the policy is good
+# rather than fitted to the standard traces (``make bench-control ARGS=--unseen``).
+# Shapes and ranges are fixed up front; their randomness is the seed's.
+
+
+def flash_crowds(base: float, duration: float, rng: np.random.Generator) -> Trace:
+    """Flat ``base`` with flash crowds at random times: each 2-5x the base (uniform)
+    for 2-10 minutes (uniform), at least 10 minutes apart."""
+    rate = np.full(int(duration), float(base))
+    starts: list[float] = []
+    t = float(rng.uniform(600, 1200))
+    while t < duration - 900:
+        height = float(rng.uniform(2.0, 5.0))
+        length = float(rng.uniform(120, 600))
+        rate[int(t) : int(t + length)] = base * height
+        starts.append(t)
+        t += length + float(rng.uniform(600, 1500))
+    return Trace(
+        "flash-crowds",
+        rate,
+        tuple(starts),
+        f"{base:g} req/s with {len(starts)} flash crowds of 2-5x for 2-10 min at random times",
+    )
+
+
+def ramps(lo: float, hi: float, ramp_s: float, hold_s: float, duration: float) -> Trace:
+    """``lo``, a linear ramp to ``hi`` over ``ramp_s``, hold, a ramp back down; repeated."""
+    n = int(duration)
+    rate = np.full(n, float(lo))
+    starts: list[float] = []
+    t = 600.0
+    while t + 2 * ramp_s + hold_s < n - 300:
+        a = int(t)
+        up = np.linspace(lo, hi, int(ramp_s))
+        rate[a : a + len(up)] = up
+        rate[a + len(up) : a + len(up) + int(hold_s)] = hi
+        b = a + len(up) + int(hold_s)
+        rate[b : b + len(up)] = up[::-1]
+        starts.append(t)
+        t = b + len(up) + 900.0
+    return Trace(
+        "ramps",
+        rate,
+        tuple(starts),
+        f"{lo:g} -> {hi:g} req/s ramps over {ramp_s / 60:g} min, held {hold_s / 60:g} min",
+    )
+
+
+def sawtooth(lo: float, hi: float, period: float, duration: float) -> Trace:
+    """A slow linear rise from ``lo`` to ``hi`` over ``period``, then a sudden drop."""
+    t = np.arange(int(duration), dtype=np.float64)
+    rate = lo + (hi - lo) * ((t % period) / period)
+    return Trace("sawtooth", rate, (), f"{lo:g} -> {hi:g} req/s rising over {period / 60:g} min")
+
+
+def unseen(capacity: float) -> list[TraceSpec]:
+    """Traces not in :func:`standard`, sized from the capacity the same way."""
+
+    def _f(cap: float, rng: np.random.Generator) -> Trace:
+        return flash_crowds(2.0 * cap, 5400, rng)
+
+    def _r(cap: float, rng: np.random.Generator) -> Trace:
+        return ramps(1.5 * cap, 7.0 * cap, 300, 600, 4800)
+
+    def _s(cap: float, rng: np.random.Generator) -> Trace:
+        return sawtooth(2.0 * cap, 6.0 * cap, 1200, 4800)
+
+    del capacity
+    return [
+        TraceSpec("flash-crowds", _f, ("events",)),
+        TraceSpec("ramps", _r, ("events",)),
+        TraceSpec("sawtooth", _s, ("smooth",)),
+    ]
