@@ -231,6 +231,47 @@ def test_looks_ahead_on_a_trend_over_the_measured_load_time_but_not_on_a_jump() 
     assert j.demand == pytest.approx(130.0)
 
 
+def test_no_jump_is_read_from_the_instant_rate_right_after_a_scale_down() -> None:
+    # 4 -> 3 replicas 30 s ago at 66 req/s: irate() still sums the removed pod's last
+    # rate (its samples stay in the range up to the staleness marker) on top of the
+    # survivors', which took its share over: 66 + 16.5 "in the last scrape".
+    s = spec()
+    after = readings(66.0, ready=3, **{sig.RATE_NOW: V(82.5)})
+    prev = Previous(correction=0.55, desired=3, last_scale_time=T0 - 30)
+    d = decide(s, steady_input(3, 3, after, prev), T0)
+    assert d.demand == pytest.approx(66.0)
+    assert d.desired == 3 and d.code == "Steady"
+    # The same reading a rate window and a scrape after the scale-down is a jump.
+    later = decide(
+        s, steady_input(3, 3, after, Previous(correction=0.55, last_scale_time=T0 - 80)), T0
+    )
+    assert later.demand == pytest.approx(82.5)
+    assert later.desired > 3
+    # After a scale-up whose pod became ready since, it is a jump too: no pod was removed.
+    up = decide(
+        s,
+        ScaleInput(
+            variant="main",
+            current=3,
+            ready=3,
+            signals=after,
+            previous=Previous(correction=0.55, desired=3, last_scale_time=T0 - 70),
+            ready_for=5.0,
+            load_times=(60.0,) * 3,
+        ),
+        T0,
+    )
+    assert up.demand == pytest.approx(82.5)
+    # An overload still shows in the queue at once: 3 pods hold 600 queued requests.
+    over = readings(
+        66.0,
+        ready=3,
+        **{sig.RATE_NOW: V(150.0), sig.PENDING: V(600.0), sig.PENDING_GROWTH: V(40.0)},
+    )
+    o = decide(s, steady_input(3, 3, over, prev), T0)
+    assert o.desired > 3
+
+
 def test_queue_growth_counts_as_demand_in_overload() -> None:
     # Saturated: 4 pods complete 200 req/s, the queues grow by 50 req/s.
     over = readings(200.0, ready=4, **{sig.PENDING_GROWTH: V(50.0), sig.PENDING: V(500.0)})

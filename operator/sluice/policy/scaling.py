@@ -800,7 +800,24 @@ def _size(
     now_rate = _opt(sig, RATE_NOW)
     base = rate
     jumped = False
-    if now_rate is not None and now_rate > rate + 3 * math.sqrt(rate / SCRAPE_SECONDS):
+    # Within a rate window and a scrape of a scale-down the last scrape interval's
+    # rate still counts the removed pods: a range selector keeps a series' samples
+    # up to its staleness marker, so irate() adds their last rate to the survivors',
+    # which already took their share over. No jump is read from it then (the queue
+    # still shows an overload). The last change removed pods when none is starting
+    # and none became ready since.
+    since_scale = None if prev.last_scale_time is None else now - prev.last_scale_time
+    removed = (
+        since_scale is not None
+        and since_scale < inp.window_seconds + SCRAPE_SECONDS
+        and inp.starting == 0
+        and (inp.ready_for is None or inp.ready_for >= since_scale)
+    )
+    if (
+        now_rate is not None
+        and not removed
+        and now_rate > rate + 3 * math.sqrt(rate / SCRAPE_SECONDS)
+    ):
         base, jumped = now_rate, True
     # While (and for a rate window after) the variant is overloaded, completions
     # are capped by the pods and then swollen by the drain: the last scrape
