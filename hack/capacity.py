@@ -25,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import demo
 import load as load_mod
 import localcluster
 
-NS, NAME = "default", "capacity"
+NS, NAME = demo.NS, "capacity"  # demo.isvc() places it in the demo namespace
 
 
 def pod_memory(pods_dir: Path) -> dict[str, dict[str, float]]:
@@ -100,17 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     gw = c.urls()["gateway"].removeprefix("http://")
     pods_dir = c.root / "dataplane" / "pods"
-    manifest: dict[str, Any] = {
-        "apiVersion": "sluice.dev/v1alpha1",
-        "kind": "InferenceService",
-        "metadata": {"name": NAME, "namespace": NS},
-        "spec": {
-            "model": {"name": "demo", "repository": "s3://models/triton", "version": 1},
-            "gpu": {"count": 0},
-            "triton": {"resources": {"cpu": "10m", "memory": "64Mi"}},
-            "replicas": 1,
-        },
-    }
+    # The demo's InferenceService, with the smallest requests that schedule.
+    manifest = demo.isvc(NAME, triton={"resources": {"cpu": "10m", "memory": "64Mi"}}, replicas=1)
     rows: list[dict[str, Any]] = []
     others = len(pod_memory(pods_dir))
     try:

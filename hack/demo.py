@@ -253,6 +253,31 @@ class Timeline:
         return self
 
 
+class Settled:
+    """A :func:`watch` predicate: the rollout of ``name`` ended in ``phase`` with
+    the route on main only (and, if given, ``stable_version`` stable). The last
+    analysis seen on the way is kept in ``analysis``: the final status may no
+    longer carry it."""
+
+    def __init__(
+        self, world: World, name: str, phase: str, stable_version: int | None = None
+    ) -> None:
+        self.world, self.name, self.phase, self.stable_version = world, name, phase, stable_version
+        self.analysis: dict[str, Any] | None = None
+
+    def __call__(self) -> dict[str, Any] | None:
+        r = self.world.rollout(self.name)
+        if r.get("analysis"):
+            self.analysis = r["analysis"]
+        on_main = self.world.weights(self.name) in ({"main": 100.0}, {})
+        stable = (r.get("stable") or {}).get("version")
+        if r.get("phase") != self.phase or not on_main:
+            return None
+        if self.stable_version is not None and stable != self.stable_version:
+            return None
+        return r
+
+
 def watch(
     tl: Timeline,
     world: World,
@@ -486,21 +511,13 @@ def up() -> int:
     tl.begin("canary v2", "rollout", rl)
     world.patch_spec("rollout", {"model": {"version": 2}})
     t0 = time.monotonic()
-    seen_analysis: dict[str, Any] = {}
-
-    def promoted() -> dict[str, Any] | None:
-        r = world.rollout("rollout")
-        if r.get("analysis"):
-            seen_analysis["a"] = r["analysis"]
-        ok = r.get("phase") == "Succeeded" and world.weights("rollout") in ({"main": 100.0}, {})
-        return r if ok and (r.get("stable") or {}).get("version") == 2 else None
-
+    promoted = Settled(world, "rollout", "Succeeded", stable_version=2)
     r2 = watch(
         tl, world, "rollout", promoted, 420, "the canary promoted",
         also=rollout_changes(world, "rollout"),
     )  # fmt: skip
     t_promote = time.monotonic() - t0
-    a2 = r2.get("analysis") or seen_analysis.get("a")
+    a2 = r2.get("analysis") or promoted.analysis
     note(f"promoted in {t_promote:.0f}s; the judge's evidence:")
     for line in analysis_table(a2):
         note("  " + line)
@@ -520,20 +537,12 @@ def up() -> int:
     changes()  # the promotion's last state was narrated already
     world.patch_spec("rollout", {"model": {"version": 3}})
     t0 = time.monotonic()
-    seen_analysis.clear()
-
-    def rolled_back() -> dict[str, Any] | None:
-        r = world.rollout("rollout")
-        if r.get("analysis"):
-            seen_analysis["a"] = r["analysis"]
-        ok = r.get("phase") == "RolledBack" and world.weights("rollout") in ({"main": 100.0}, {})
-        return r if ok else None
-
+    rolled_back = Settled(world, "rollout", "RolledBack")
     r3 = watch(
         tl, world, "rollout", rolled_back, 300, "the slow canary rolled back", also=changes,
     )  # fmt: skip
     t_back = time.monotonic() - t0
-    a3 = r3.get("analysis") or seen_analysis.get("a")
+    a3 = r3.get("analysis") or rolled_back.analysis
     note(f"rolled back in {t_back:.0f}s; the route is on main (version 2) only; the evidence:")
     for line in analysis_table(a3):
         note("  " + line)

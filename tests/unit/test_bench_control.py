@@ -131,3 +131,30 @@ def test_frontier_and_unseen_sets_are_well_formed() -> None:
     b = traces.unseen(cap)[0].build(cap, np.random.default_rng([1001, 99]))
     assert a.events and a.events != b.events  # flash crowds at random times per seed
     assert 2 * 2 * cap <= a.rate.max() <= 5 * 2 * cap
+
+
+def test_target_checks_follow_issue_9s_bars() -> None:
+    def row(policy: str, **kw: float) -> dict[str, object]:
+        base = {"trace": "steps", "load_time": 60.0, "policy": policy, "attainment": 0.97,
+                "recovery_attainment": 0.91, "replica_hours": 5.0,
+                "replica_hours_vs_oracle": 1.2, "actions": 6.0}  # fmt: skip
+        return {**base, **kw}
+
+    result = {
+        "summary": [
+            row("sluice"),
+            row("hpa-p99", attainment=0.96, replica_hours=5.0, actions=6.0),
+            row("keda-rate", attainment=0.98),
+            row("sluice", load_time=30.0, attainment=0.1),  # not a target load time
+        ]
+    }
+    got = {c["check"]: c["met"] for c in bench.target_checks(result)}
+    assert got == {
+        "attainment >= hpa-p99's": True,
+        "attainment >= keda-rate's": False,
+        "replica-hours < hpa-p99's": False,  # equal is not below
+        "actions <= hpa-p99's": True,
+        "replica-hours / oracle": True,  # 1.2 <= 1.3 on steps
+        "attainment in the 10 min after events": True,  # 0.91 >= 0.90 at L = 60 s
+    }
+    assert "4 of 6 checks met" in bench.targets_table(result)

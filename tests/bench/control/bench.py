@@ -35,6 +35,7 @@ LOAD_TIMES = (30.0, 60.0, 180.0, 300.0)
 PLOT_LOAD_TIMES = (60.0, 180.0)
 BEGIN, END = "<!-- control:begin -->", "<!-- control:end -->"
 FRONTIER_BEGIN, FRONTIER_END = "<!-- frontier:begin -->", "<!-- frontier:end -->"
+TARGETS_BEGIN, TARGETS_END = "<!-- targets:begin -->", "<!-- targets:end -->"
 UNSEEN_BEGIN, UNSEEN_END = "<!-- unseen:begin -->", "<!-- unseen:end -->"
 
 # The table's columns, in order.
@@ -191,7 +192,79 @@ def run(
                     FRONTIER_END,
                     "Attainment versus cost",
                 )
+            report.update_readme(
+                out / "README.md",
+                targets_table(result),
+                TARGETS_BEGIN,
+                TARGETS_END,
+                "Against issue 9's targets",
+            )
     return result
+
+
+# Issue 9's "done when", per trace at L = 60 s and 180 s: the bound on
+# replica-hours / oracle, the attainment floor (smooth traces) and the
+# attainment floor in the 10 min after events (burst and step traces).
+TARGET_LOAD_TIMES = (60.0, 180.0)
+COST_BOUND = {"diurnal": 1.15, "noisy-flat": 1.15, "bursts": 1.3, "steps": 1.3}
+ATTAINMENT_FLOOR = {"diurnal": 0.995, "noisy-flat": 0.995}
+RECOVERY_FLOOR = {60.0: 0.90, 180.0: 0.75}
+
+
+def target_checks(result: dict[str, Any], policy: str = "sluice") -> list[dict[str, Any]]:
+    """Every target of issue 9 for ``policy`` on every trace at L = 60 and 180 s:
+    one row per check with the measured value, the bar and whether it is met."""
+    by: dict[tuple[str, float], dict[str, dict[str, Any]]] = {}
+    for row in result["summary"]:
+        by.setdefault((row["trace"], row["load_time"]), {})[row["policy"]] = row
+    out: list[dict[str, Any]] = []
+    for (trace, lt), rows in sorted(by.items()):
+        me = rows.get(policy)
+        if lt not in TARGET_LOAD_TIMES or me is None:
+            continue
+
+        def check(
+            what: str, value: float, bar: float, higher: bool, strict: bool = False,
+            trace: str = trace, lt: float = lt,
+        ) -> None:
+            if higher:
+                met = value > bar if strict else value >= bar
+            else:
+                met = value < bar if strict else value <= bar
+            out.append(
+                {"trace": trace, "load_time": lt, "check": what, "value": value, "bar": bar,
+                 "met": bool(met)}
+            )  # fmt: skip
+
+        for peer in ("hpa-p99", "keda-rate"):
+            if peer in rows:
+                check(f"attainment >= {peer}'s", me["attainment"], rows[peer]["attainment"], True)
+        if "hpa-p99" in rows:
+            hpa = rows["hpa-p99"]
+            check("replica-hours < hpa-p99's", me["replica_hours"], hpa["replica_hours"], False,
+                  strict=True)  # fmt: skip
+            check("actions <= hpa-p99's", me["actions"], hpa["actions"], False)
+        if trace in COST_BOUND:
+            check("replica-hours / oracle", me["replica_hours_vs_oracle"], COST_BOUND[trace], False)
+        if trace in ATTAINMENT_FLOOR:
+            check("attainment", me["attainment"], ATTAINMENT_FLOOR[trace], True)
+        rec = me.get("recovery_attainment")
+        if rec is not None and not (isinstance(rec, float) and math.isnan(rec)):
+            check("attainment in the 10 min after events", rec, RECOVERY_FLOOR[lt], True)
+    return out
+
+
+def targets_table(result: dict[str, Any], policy: str = "sluice") -> str:
+    checks = target_checks(result, policy)
+    head = ["trace", "L (s)", "target", policy, "bar", "met"]
+    body = [
+        [c["trace"], f"{c['load_time']:g}", c["check"], f"{c['value']:.4g}", f"{c['bar']:.4g}",
+         "yes" if c["met"] else "**no**"]
+        for c in checks
+    ]  # fmt: skip
+    met = sum(c["met"] for c in checks)
+    lines = report.rows(head, body)
+    return "\n".join(lines) + f"\n\n{met} of {len(checks)} checks met (policy {policy}).\n"
 
 
 def frontier_table(result: dict[str, Any]) -> str:
