@@ -849,7 +849,22 @@ def _size(
     cap_down = queueing.capacity(metric, target * (1 - spec.tolerance) / kt, work, exec_ms, k)
     up = queueing.replicas_for(need, cap, hi)
     settled_arrivals = max(0.0, rate + growth) if growth is not None else rate
-    down = queueing.replicas_for(max(arrivals, settled_arrivals), cap_down, hi)
+    down_arrivals = max(arrivals, settled_arrivals)
+    # A drop, the mirror of a jump: the last scrape interval's rate below the
+    # window's by more than Poisson noise sizes the scale-down now, instead of
+    # once the window has caught up (it lags a sudden drop by a minute). Not
+    # while a pod has just become ready (its series' first sample adds nothing to
+    # irate() yet its share is taken) nor around an overload (completions are
+    # capped, then swollen by the drain). The stabilisation window still decides
+    # when to act: it keeps the highest call.
+    dropped = (
+        now_rate is not None
+        and not (overloaded or recent or fresh)
+        and now_rate < rate - 3 * math.sqrt(rate / SCRAPE_SECONDS)
+    )
+    if dropped and now_rate is not None:
+        down_arrivals = max(0.0, now_rate + growth) if growth is not None else now_rate
+    down = queueing.replicas_for(down_arrivals, cap_down, hi)
     need_up = max(lo, up if up is not None else hi + 1, drain_n)
     need_down = max(lo, down if down is not None else hi, drain_n)
     # Replicas lower latency only by lowering queueing: the readings must support
@@ -874,7 +889,10 @@ def _size(
     )
     at = min(hi, need_up)
     predicted = kt * queueing.predict_ms(metric, need / at, work, exec_ms, k)
-    parts = [f"completing {rate:.3g}" + (f", {base:.3g} in the last scrape" if jumped else "")]
+    last = f", {base:.3g} in the last scrape" if jumped else ""
+    if dropped:
+        last = f", down to {now_rate:.3g} in the last scrape"
+    parts = [f"completing {rate:.3g}{last}"]
     if growth is not None and abs(growth) >= 0.05 * max(rate, 1.0):
         parts.append(f"queue growth {growth:+.3g}")
     if overloaded:
