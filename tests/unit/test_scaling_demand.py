@@ -162,6 +162,39 @@ def test_consolidation_aware_scale_down_reaches_the_size_in_one_step() -> None:
     assert (done.code, done.desired) == ("ScaleDown", target_n)
 
 
+def test_a_sudden_drop_sizes_the_scale_down_from_the_last_scrape() -> None:
+    # A burst of 200 req/s on 8 pods has just ended: the minute window still reads
+    # 120, the last scrape interval 66. The pending size is the one 66 needs.
+    s = spec(scaleDown={"stabilizationSeconds": 120})
+    after = readings(120.0, ready=8, **{sig.RATE_NOW: V(66.0)})
+    d = decide(s, steady_input(8, 8, after), T0)
+    assert d.code == "Stabilizing" and "down to 66 in the last scrape" in d.reason
+    cap_down = queueing.capacity("p99LatencyMs", 90, 20, 20, 0.55)
+    assert d.pending_replicas == math.ceil(66 / cap_down)
+    # Within Poisson noise of the window it is no drop: sized from the window.
+    noise = decide(s, steady_input(8, 8, readings(120.0, ready=8, **{sig.RATE_NOW: V(115.0)})), T0)
+    assert noise.pending_replicas == math.ceil(120 / cap_down)
+    # A pod ready for less than two scrapes adds nothing to irate() yet: no drop.
+    fresh = decide(
+        s,
+        ScaleInput(
+            variant="main",
+            current=8,
+            ready=8,
+            signals=after,
+            previous=Previous(correction=0.55),
+            ready_for=10.0,
+            load_times=(60.0,) * 8,
+        ),
+        T0,
+    )
+    assert "in the last scrape" not in fresh.reason
+    assert fresh.pending_replicas == math.ceil(120 / cap_down)
+    # The window still decides when: nothing is removed before it has held.
+    later = decide(s, steady_input(8, 8, after, Previous.from_status(d.to_status())), T0 + 60)
+    assert later.desired == 8
+
+
 def test_scale_down_goes_to_the_highest_call_of_the_window_then_the_lower_one() -> None:
     s = spec(scaleDown={"stabilizationSeconds": 300})
     high = decide(s, steady_input(12, 12, readings(150.0, ready=12)), T0)

@@ -29,7 +29,10 @@ The rule, in order:
    scale-up needs readings that support it: none when the service time alone
    is over the target (``ServiceTimeBound``: replicas only lower queueing), and
    none from latency readings over too few requests (``TooFewRequests``, see
-   :func:`min_samples`); corrections are not learnt from those either.
+   :func:`min_samples`); corrections are not learnt from those either. Until
+   the correction has been measured once, the observed target signal must be
+   over the target as well and bounds the scale-up proportionally. One check,
+   :func:`_evidence`.
 7. **Rollout hold.** While a canary rollout is in flight the stable variant is
    never scaled down: it must be able to take all traffic back (flagger#1600).
 """
@@ -469,7 +472,7 @@ def down_stabilization(spec: ScalingSpec, load_time: float | None) -> float:
 
 def demand(spec: ScalingSpec, inp: ScaleInput, now: float) -> Decision:
     """Size the variant from its demand through the M/G/1 model (:mod:`.queueing`)."""
-    metric, target = spec.target.metric, spec.target.value
+    metric = spec.target.metric
     lo, hi = spec.min_replicas, spec.max_replicas
     cur, prev = inp.current, inp.previous
     applied = spec.mode == "Auto"
@@ -551,32 +554,6 @@ def demand(spec: ScalingSpec, inp: ScaleInput, now: float) -> Decision:
         need_up, need_down, why, numbers, held = _size(
             spec, inp, rate.num(), compute.num(), load_time, now
         )
-        # Until the correction has been measured once the model is only a prior
-        # (M/M/1, pessimistic for most models): it scales up only when the
-        # observed signal agrees, and only a reading over enough requests agrees.
-        if numbers.get("measured") is None and need_up > cur:
-            n, least = _requests(metric, rate.num(), inp)
-            overloaded = numbers.get("overloaded_at") == now
-            thin = n < least and not overloaded
-            if observed is not None and observed > target and thin and not held:
-                why += (
-                    f"; the model is not calibrated yet and {metric} {observed:.3g}ms rests on "
-                    f"{n:.3g} requests {_count(metric)}, fewer than {least}: one request's "
-                    "latency is no evidence for a scale-up"
-                )
-                need_up = cur
-                held = "TooFewRequests"
-            elif observed is None or observed <= target:
-                why += f"; the model is not calibrated yet and {metric} is within target"
-                need_up = cur
-            else:
-                bound = max(cur, math.ceil(max(inp.ready, 1) * observed / target))
-                if bound < need_up:
-                    why += (
-                        f"; the model is not calibrated yet: at most {bound} replicas, "
-                        f"{metric} {observed:.3g}ms x {inp.ready} ready / target {target:g}ms"
-                    )
-                    need_up = bound
 
     if need_up > cur:
         if cur >= hi:
@@ -874,46 +851,50 @@ def _size(
     cap_down = queueing.capacity(metric, target * (1 - spec.tolerance) / kt, work, exec_ms, k)
     up = queueing.replicas_for(need, cap, hi)
     settled_arrivals = max(0.0, rate + growth) if growth is not None else rate
-    down = queueing.replicas_for(max(arrivals, settled_arrivals), cap_down, hi)
+    down_arrivals = max(arrivals, settled_arrivals)
+    # A drop, the mirror of a jump: the last scrape interval's rate below the
+    # window's by more than Poisson noise sizes the scale-down now, instead of
+    # once the window has caught up (it lags a sudden drop by a minute). Not
+    # while a pod has just become ready (its series' first sample adds nothing to
+    # irate() yet its share is taken) nor around an overload (completions are
+    # capped, then swollen by the drain). The stabilisation window still decides
+    # when to act: it keeps the highest call.
+    dropped = (
+        now_rate is not None
+        and not (overloaded or recent or fresh)
+        and now_rate < rate - 3 * math.sqrt(rate / SCRAPE_SECONDS)
+    )
+    if dropped and now_rate is not None:
+        down_arrivals = max(0.0, now_rate + growth) if growth is not None else now_rate
+    down = queueing.replicas_for(down_arrivals, cap_down, hi)
     need_up = max(lo, up if up is not None else hi + 1, drain_n)
     need_down = max(lo, down if down is not None else hi, drain_n)
-    # Replicas lower latency only by lowering queueing. Unless the queues say the
-    # pods are overloaded (they then hold more than the target's worth of work and
-    # the sizing above stands), a scale-up rests on the latency readings and the
-    # model, so they must support it:
-    held: str | None = None
-    hold_why = ""
-    if not overloaded and need_up > inp.current:
-        # at least the replicas that keep up with the arrivals at all (rho < 1),
-        # and those the backlog needs.
-        keep_up = queueing.replicas_for(need, mu, hi)
-        least = max(lo, drain_n, keep_up if keep_up is not None else hi + 1)
-        n_mean = _requests(COMPUTE_TIME, rate, inp)[0]
-        if cap <= 0:
-            # Even with no queueing at all the latency is the service time: no
-            # replica count meets the target, and more only cost.
-            queued = f"{queue:.3g}ms queued" if queue is not None else "queue time unknown"
-            hold_why = (
-                f"; latency is service-time bound: {exec_ms:.3g}ms compute per execution "
-                f"(tail {kt:.2f}) of the {target:g}ms {metric} target, {queued}: no replica "
-                "count meets it, replicas would not help"
-            )
-            held = "ServiceTimeBound"
-        elif n_mean < MIN_MEAN_SAMPLES:
-            hold_why = (
-                f"; the compute and queue times rest on {n_mean:.3g} requests in the window, "
-                f"fewer than {MIN_MEAN_SAMPLES}: no evidence for a scale-up (the queue is)"
-            )
-            held = "TooFewRequests"
-        if held and least < need_up:
-            need_up = least
-            if least > inp.current:
-                hold_why += f"; {least} replicas keep up with the arrivals and the backlog"
-        else:
-            held, hold_why = None, ""
+    # Replicas lower latency only by lowering queueing: the readings must support
+    # a scale-up (:func:`_evidence`). At least the replicas that keep up with the
+    # arrivals at all (rho < 1), and those the backlog needs, are always supported.
+    keep_up = queueing.replicas_for(need, mu, hi)
+    least = max(lo, drain_n, keep_up if keep_up is not None else hi + 1)
+    rd = sig.get(metric)
+    need_up, held, hold_why = _evidence(
+        spec,
+        inp,
+        rate=rate,
+        need_up=need_up,
+        least=least,
+        cap=cap,
+        overloaded=overloaded,
+        calibrated=measured is not None or prev.correction is not None,
+        observed=rd.num() if rd is not None and rd.ok else None,
+        queue=queue,
+        exec_ms=exec_ms,
+        tail=kt,
+    )
     at = min(hi, need_up)
     predicted = kt * queueing.predict_ms(metric, need / at, work, exec_ms, k)
-    parts = [f"completing {rate:.3g}" + (f", {base:.3g} in the last scrape" if jumped else "")]
+    last = f", {base:.3g} in the last scrape" if jumped else ""
+    if dropped:
+        last = f", down to {now_rate:.3g} in the last scrape"
+    parts = [f"completing {rate:.3g}{last}"]
     if growth is not None and abs(growth) >= 0.05 * max(rate, 1.0):
         parts.append(f"queue growth {growth:+.3g}")
     if overloaded:
@@ -954,6 +935,90 @@ def _batch_now(sig: Mapping[str, Reading], batch: float) -> str:
     if b_now is None or e_now is None or b_now < batch + 1:
         return ""
     return f" ({b_now:.2g} at {e_now:.3g}ms in the last scrape)"
+
+
+def _evidence(
+    spec: ScalingSpec,
+    inp: ScaleInput,
+    *,
+    rate: float,
+    need_up: int,
+    least: int,
+    cap: float,
+    overloaded: bool,
+    calibrated: bool,
+    observed: float | None,
+    queue: float | None,
+    exec_ms: float,
+    tail: float,
+) -> tuple[int, str | None, str]:
+    """The replicas up to which the readings support a scale-up to ``need_up``, the
+    code of the hold when they support less, and what to add to the reason.
+
+    Replicas lower latency only by lowering queueing. Unless the queues say the
+    pods are overloaded (they then hold more than the target's worth of work and
+    the sizing stands), a scale-up rests on the latency readings and the model:
+
+    * none when the service time alone is over the target (``ServiceTimeBound``:
+      no replica count meets it), and none from compute and queue times over
+      fewer than MIN_MEAN_SAMPLES requests (``TooFewRequests``); ``least`` (the
+      replicas that keep up with the arrivals and the backlog) always stands;
+    * until the correction has been measured once the model is only a prior
+      (M/M/1, pessimistic for most models): the observed target signal must be
+      over the target, over enough requests (:func:`min_samples`; in overload
+      the queue is the evidence), and then bounds the scale-up proportionally.
+    """
+    metric, target = spec.target.metric, spec.target.value
+    cur = inp.current
+    held: str | None = None
+    why = ""
+    if not overloaded and need_up > cur:
+        n_mean = _requests(COMPUTE_TIME, rate, inp)[0]
+        if cap <= 0:
+            # Even with no queueing at all the latency is the service time: no
+            # replica count meets the target, and more only cost.
+            queued = f"{queue:.3g}ms queued" if queue is not None else "queue time unknown"
+            why = (
+                f"; latency is service-time bound: {exec_ms:.3g}ms compute per execution "
+                f"(tail {tail:.2f}) of the {target:g}ms {metric} target, {queued}: no replica "
+                "count meets it, replicas would not help"
+            )
+            held = "ServiceTimeBound"
+        elif n_mean < MIN_MEAN_SAMPLES:
+            why = (
+                f"; the compute and queue times rest on {n_mean:.3g} requests in the window, "
+                f"fewer than {MIN_MEAN_SAMPLES}: no evidence for a scale-up (the queue is)"
+            )
+            held = "TooFewRequests"
+        if held and least < need_up:
+            need_up = least
+            if least > cur:
+                why += f"; {least} replicas keep up with the arrivals and the backlog"
+        else:
+            held, why = None, ""
+    if not calibrated and need_up > cur:
+        n, enough = _requests(metric, rate, inp)
+        thin = n < enough and not overloaded
+        if observed is not None and observed > target and thin and not held:
+            why += (
+                f"; the model is not calibrated yet and {metric} {observed:.3g}ms rests on "
+                f"{n:.3g} requests {_count(metric)}, fewer than {enough}: one request's "
+                "latency is no evidence for a scale-up"
+            )
+            need_up = cur
+            held = "TooFewRequests"
+        elif observed is None or observed <= target:
+            why += f"; the model is not calibrated yet and {metric} is within target"
+            need_up = cur
+        else:
+            bound = max(cur, math.ceil(max(inp.ready, 1) * observed / target))
+            if bound < need_up:
+                why += (
+                    f"; the model is not calibrated yet: at most {bound} replicas, "
+                    f"{metric} {observed:.3g}ms x {inp.ready} ready / target {target:g}ms"
+                )
+                need_up = bound
+    return need_up, held, why
 
 
 def _fmt(x: float) -> str:

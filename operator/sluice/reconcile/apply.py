@@ -9,6 +9,19 @@ In three steps, so that a set the apiserver refuses changes nothing:
    collects what the apiserver refuses, quoting its reason;
 3. :func:`execute` writes, only when nothing was refused.
 
+Step 2 is skipped for the first create of an InferenceService none of whose
+children exists (:func:`nothing_exists`; the reconciler decides, see
+``Reconciler._write_children``). The dry run protects what runs: it makes a
+set of writes all-or-nothing, so that a refused write cannot leave an updated
+Deployment next to an old Service or route. When nothing exists there is
+nothing to protect: a create the apiserver refuses stores nothing, the
+Deployments are created first (a pod template is what admission, quota and
+validation refuse), and a refusal still ends as ``Ready=False/ApplyFailed``
+and a Warning Event. At most, children created before a refused later child
+stay, owned by a service that never served and removed with it; the retry
+creates the rest. It saves 3 of the 8 requests a new service cost (a dry run
+per child), and a fleet-wide create waits on the apiserver's answers.
+
 A refusal is any 4xx answer except the transient ones (408, 429): an invalid
 object (422), a quota or an admission policy (403), an immutable field, a
 conflict (409); and server-side apply's 500 for an object that does not fit
@@ -148,6 +161,8 @@ class KindPlan:
     apply: list[Mapping[str, Any]] = field(default_factory=list)
     delete: list[str] = field(default_factory=list)
     result: SyncResult = field(default_factory=SyncResult)
+    present: list[str] = field(default_factory=list)
+    """Names of the desired or owned objects that exist (owned or not)."""
 
     @property
     def changes(self) -> bool:
@@ -171,6 +186,8 @@ def plan_kind(
     for obj in desired:
         name = obj["metadata"]["name"]
         live = existing.get(name) or kube.get(api_version, kind, meta.namespace, name)
+        if live is not None:
+            plan.present.append(name)
         if live is not None and covers(live, obj):
             plan.result.live[name] = live
         else:
@@ -184,7 +201,14 @@ def plan_kind(
             )
     wanted = {o["metadata"]["name"] for o in desired}
     plan.delete = sorted(set(existing) - wanted)
+    plan.present = sorted(set(plan.present) | set(existing))
     return plan
+
+
+def nothing_exists(plans: Sequence[KindPlan]) -> bool:
+    """True when no desired or owned object of ``plans`` exists: every write
+    is a create and nothing is deleted."""
+    return not any(p.present or p.delete for p in plans)
 
 
 def is_refusal(e: BaseException) -> bool:

@@ -14,7 +14,16 @@ from ..api.v1alpha1 import API_VERSION, KIND, InferenceServiceStatus, check_name
 from ..policy import readiness
 from ..render import LABEL_ISVC, LABEL_VARIANT, selector
 from . import deployments, httproute, podmonitor, services
-from .apply import KindPlan, Refused, SyncResult, execute, fingerprint, plan_kind, refusals
+from .apply import (
+    KindPlan,
+    Refused,
+    SyncResult,
+    execute,
+    fingerprint,
+    nothing_exists,
+    plan_kind,
+    refusals,
+)
 from .desired import desired, meta_of
 from .kube import Kube
 
@@ -213,11 +222,22 @@ class Reconciler:
         if not any(p.changes for p in plans):
             self._refused.pop(key, None)
             return [p.result for p in plans]
+        # The dry run makes a set of writes all-or-nothing, which protects
+        # children that exist. A new service's first create has none: its
+        # writes go straight to the apiserver (a refused create stores
+        # nothing; apply.py says why nothing is lost). After a refusal, seen
+        # here or recorded in status, every attempt dry-runs first again.
+        ready = recorded.condition("Ready")
+        first_create = (
+            key not in self._refused
+            and (ready is None or ready.reason != "ApplyFailed")
+            and nothing_exists(plans)
+        )
         fp = f"{meta.generation}:{fingerprint(plans)}"
         if self._skip(key, fp):
             log.debug("%s/%s: refused writes, retry later", meta.namespace, meta.name)
             return None
-        refused = refusals(self.kube, plans)
+        refused = [] if first_create else refusals(self.kube, plans)
         if not refused:
             try:
                 results = execute(self.kube, meta, plans)
