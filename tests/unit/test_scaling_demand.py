@@ -518,3 +518,26 @@ def test_overload_of_a_fast_model_at_one_replica_scales_in_one_decision() -> Non
     )
     d = decide(s, steady_input(1, 1, r), T0)
     assert d.code == "ScaleUp" and d.desired >= math.ceil(200 / d.capacity), d.reason
+
+
+def test_last_scrape_batch_is_explained_but_not_sized_from() -> None:
+    # Dynamic batching under a rising load: the last scrape's batches are larger
+    # than the window's. The decision quotes them and sizes as without them.
+    s = spec()
+    base = readings(200.0, ready=4)
+    plain = decide(s, steady_input(4, 4, base), T0)
+    now = {**base, sig.BATCH_SIZE_NOW: V(4.5), sig.COMPUTE_TIME_NOW: V(61.6)}
+    d = decide(s, steady_input(4, 4, now), T0)
+    assert "(4.5 at 61.6ms in the last scrape)" in d.reason
+    assert (d.desired, d.capacity, d.demand) == (plain.desired, plain.capacity, plain.demand)
+    assert "last scrape)" not in plain.reason
+    # Within one request of the window's batch: nothing to say.
+    close = {**base, sig.BATCH_SIZE_NOW: V(1.5), sig.COMPUTE_TIME_NOW: V(22.0)}
+    assert "last scrape)" not in decide(s, steady_input(4, 4, close), T0).reason
+
+
+def test_last_scrape_batch_signals_reach_status() -> None:
+    got = sig.to_status({sig.BATCH_SIZE_NOW: V(4.456), sig.COMPUTE_TIME_NOW: V(61.62)}, T0)
+    assert (got.batch_size_now, got.compute_time_now_ms) == (4.456, 61.62)
+    assert "irate(nv_inference_exec_count" in sig.BUILTIN_QUERIES[sig.BATCH_SIZE_NOW]
+    assert sig.BATCH_SIZE_NOW in sig.OPTIONAL and sig.COMPUTE_TIME_NOW in sig.OPTIONAL

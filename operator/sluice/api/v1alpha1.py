@@ -452,6 +452,8 @@ BUILTIN_SIGNALS = (
     "requestRate3mAgo",
     "p95LatencyTypicalMs",
     "p99LatencyTypicalMs",
+    "computeTimeNowMs",
+    "batchSizeNow",
 )
 
 
@@ -1260,6 +1262,13 @@ class Signals:
     request_rate_3m_ago: float | None = spec_field(
         "Requests per second over the minute three minutes ago.", default=None
     )
+    compute_time_now_ms: float | None = spec_field(
+        "Mean compute time per inference between the last two scrapes (irate), ms.",
+        default=None,
+    )
+    batch_size_now: float | None = spec_field(
+        "Mean batch size between the last two scrapes (irate).", default=None
+    )
     missing: tuple[str, ...] = spec_field(
         "Signals that had no usable value, each with why.", default=()
     )
@@ -1299,6 +1308,8 @@ class Signals:
                 "request_rate_1m_ago",
                 "request_rate_2m_ago",
                 "request_rate_3m_ago",
+                "compute_time_now_ms",
+                "batch_size_now",
             )
             if getattr(self, k) is not None
         )

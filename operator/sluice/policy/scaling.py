@@ -49,7 +49,9 @@ from ..api.v1alpha1 import ScalingSpec, ScalingStatus, Signals
 from . import queueing
 from .signals import (
     BATCH_SIZE,
+    BATCH_SIZE_NOW,
     COMPUTE_TIME,
+    COMPUTE_TIME_NOW,
     P95_TYPICAL,
     P99_TYPICAL,
     PENDING,
@@ -902,7 +904,8 @@ def _size(
     why = (
         f"demand {need:.3g} req/s ({', '.join(parts)}); one replica serves {cap:.3g} req/s "
         f"within {metric} {target:g}ms (M/G/1: {exec_ms:.3g}ms per execution, batch "
-        f"{batch:.2g}, correction {k:.2f}{' measured' if measured is not None else ''}, "
+        f"{batch:.2g}{_batch_now(sig, batch)}, "
+        f"correction {k:.2f}{' measured' if measured is not None else ''}, "
         f"tail {kt:.2f}{' measured' if tail_measured else ''}); "
         f"predicted {metric} {_fmt(predicted)} at {at} replicas"
     )
@@ -922,6 +925,16 @@ def _size(
         "overloaded_at": overloaded_at,
     }
     return need_up, need_down, why, numbers, held
+
+
+def _batch_now(sig: Mapping[str, Reading], batch: float) -> str:
+    """The last scrape's batch size and execution time, when the pods batch at
+    least one request more there than over the window (dynamic batching under a
+    rising load): shown, not sized from (docs/control.md, Dynamic batching)."""
+    b_now, e_now = _opt(sig, BATCH_SIZE_NOW), _opt(sig, COMPUTE_TIME_NOW)
+    if b_now is None or e_now is None or b_now < batch + 1:
+        return ""
+    return f" ({b_now:.2g} at {e_now:.3g}ms in the last scrape)"
 
 
 def _evidence(

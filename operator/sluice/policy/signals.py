@@ -36,6 +36,8 @@ P95_LATENCY = "p95LatencyMs"
 P99_LATENCY = "p99LatencyMs"
 COMPUTE_TIME = "computeTimeMs"
 BATCH_SIZE = "batchSize"
+COMPUTE_TIME_NOW = "computeTimeNowMs"
+BATCH_SIZE_NOW = "batchSizeNow"
 PENDING = "pendingRequests"
 PENDING_GROWTH = "pendingGrowth"
 P95_TYPICAL = "p95LatencyTypicalMs"
@@ -61,6 +63,8 @@ SIGNALS = (
     RATE_3M_AGO,
     P95_TYPICAL,
     P99_TYPICAL,
+    COMPUTE_TIME_NOW,
+    BATCH_SIZE_NOW,
 )
 # The scrape interval of the pods (the rendered PodMonitor's): irate() spans it.
 SCRAPE_SECONDS = 15.0
@@ -75,6 +79,10 @@ _AVG_BY = "avg by (namespace, inferenceservice, variant)"
 
 def _rate(metric: str) -> str:
     return f"{_BY} (rate({metric}{{{{selector}}}}[{{window}}]))"
+
+
+def _irate(metric: str) -> str:
+    return f"{_BY} (irate({metric}{{{{selector}}}}[{{window}}]))"
 
 
 _SUCCESS = _rate("nv_inference_request_success")
@@ -111,6 +119,15 @@ BUILTIN_QUERIES: dict[str, str] = {
     ),
     # Average dynamic batch size (Triton's metrics docs: inference / execution count).
     BATCH_SIZE: f"{_rate('nv_inference_count')} / {_rate('nv_inference_exec_count')}",
+    # The same pair over the last scrape interval (irate): with dynamic batching
+    # the batch size grows with the load, and while the pods are overloaded this
+    # is the execution time and batch size they reach saturated, where the rate
+    # window still mostly shows the calmer minute before.
+    COMPUTE_TIME_NOW: (
+        f"{_irate('nv_inference_compute_infer_duration_us')} / "
+        f"{_irate('nv_inference_count')} / 1000"
+    ),
+    BATCH_SIZE_NOW: f"{_irate('nv_inference_count')} / {_irate('nv_inference_exec_count')}",
     # Requests waiting in the schedulers' queues, and how fast that grows: in
     # overload the success counter shows only the completions, the queue the rest.
     # The growth spans the last two scrapes (30 s at the 15 s scrape interval), not
@@ -145,6 +162,8 @@ OPTIONAL = (
     RATE_3M_AGO,
     P95_TYPICAL,
     P99_TYPICAL,
+    COMPUTE_TIME_NOW,
+    BATCH_SIZE_NOW,
 )
 
 Key = tuple[str, str, str]  # (namespace, inferenceservice, variant)
@@ -350,6 +369,8 @@ _STATUS_FIELDS = {
     RATE_1M_AGO: "request_rate_1m_ago",
     RATE_2M_AGO: "request_rate_2m_ago",
     RATE_3M_AGO: "request_rate_3m_ago",
+    COMPUTE_TIME_NOW: "compute_time_now_ms",
+    BATCH_SIZE_NOW: "batch_size_now",
 }
 
 
