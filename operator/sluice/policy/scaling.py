@@ -777,6 +777,7 @@ def _size(
     # is above the window's by more than Poisson noise (3 standard deviations),
     # the load has just jumped: size for it now.
     now_rate = _opt(sig, RATE_NOW)
+    noise = 3 * math.sqrt(rate / SCRAPE_SECONDS)  # of a scrape interval's Poisson count
     base = rate
     jumped = False
     # Within a rate window and a scrape of a scale-down the last scrape interval's
@@ -792,11 +793,7 @@ def _size(
         and inp.starting == 0
         and (inp.ready_for is None or inp.ready_for >= since_scale)
     )
-    if (
-        now_rate is not None
-        and not removed
-        and now_rate > rate + 3 * math.sqrt(rate / SCRAPE_SECONDS)
-    ):
+    if now_rate is not None and not removed and now_rate > rate + noise:
         base, jumped = now_rate, True
     # While (and for a rate window after) the variant is overloaded, completions
     # are capped by the pods and then swollen by the drain: the last scrape
@@ -813,7 +810,7 @@ def _size(
         base, jumped = now_rate, True
         if overloaded and not fresh and growth is not None and growth > 0:
             base = max(base, inp.ready * mu)
-    arrivals = max(0.0, base + growth) if growth is not None else base
+    arrivals = _arrivals(base, growth)
     if (overloaded or recent) and fresh and prev.demand is not None:
         arrivals = min(arrivals, prev.demand)
     lt = load_time or 0.0
@@ -850,8 +847,7 @@ def _size(
     cap = queueing.capacity(metric, target / kt, work, exec_ms, k)
     cap_down = queueing.capacity(metric, target * (1 - spec.tolerance) / kt, work, exec_ms, k)
     up = queueing.replicas_for(need, cap, hi)
-    settled_arrivals = max(0.0, rate + growth) if growth is not None else rate
-    down_arrivals = max(arrivals, settled_arrivals)
+    down_arrivals = max(arrivals, _arrivals(rate, growth))
     # A drop, the mirror of a jump: the last scrape interval's rate below the
     # window's by more than Poisson noise sizes the scale-down now, instead of
     # once the window has caught up (it lags a sudden drop by a minute). Not
@@ -862,10 +858,10 @@ def _size(
     dropped = (
         now_rate is not None
         and not (overloaded or recent or fresh)
-        and now_rate < rate - 3 * math.sqrt(rate / SCRAPE_SECONDS)
+        and now_rate < rate - noise
     )
     if dropped and now_rate is not None:
-        down_arrivals = max(0.0, now_rate + growth) if growth is not None else now_rate
+        down_arrivals = _arrivals(now_rate, growth)
     down = queueing.replicas_for(down_arrivals, cap_down, hi)
     need_up = max(lo, up if up is not None else hi + 1, drain_n)
     need_down = max(lo, down if down is not None else hi, drain_n)
@@ -925,6 +921,12 @@ def _size(
         "overloaded_at": overloaded_at,
     }
     return need_up, need_down, why, numbers, held
+
+
+def _arrivals(rate: float, growth: float | None) -> float:
+    """Arrivals from a completion ``rate``: plus the queue's growth (requests that
+    arrived and are not completed yet), when it is known."""
+    return max(0.0, rate + growth) if growth is not None else rate
 
 
 def _batch_now(sig: Mapping[str, Reading], batch: float) -> str:
