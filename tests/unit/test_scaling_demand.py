@@ -59,16 +59,19 @@ def steady_input(
     ready: int,
     signals: dict[str, sig.Reading],
     previous: Previous | None = None,
+    ready_for: float = 600.0,
+    load_times: tuple[float, ...] | None = None,
     **kw: Any,
 ) -> ScaleInput:
+    """Variant main; by default its pods ready for 10 minutes, each loaded in 60 s."""
     return ScaleInput(
         variant="main",
         current=current,
         ready=ready,
         signals=signals,
         previous=previous or Previous(correction=0.55),
-        ready_for=600.0,
-        load_times=(60.0,) * ready,
+        ready_for=ready_for,
+        load_times=(60.0,) * ready if load_times is None else load_times,
         **kw,
     )
 
@@ -175,19 +178,7 @@ def test_a_sudden_drop_sizes_the_scale_down_from_the_last_scrape() -> None:
     noise = decide(s, steady_input(8, 8, readings(120.0, ready=8, **{sig.RATE_NOW: V(115.0)})), T0)
     assert noise.pending_replicas == math.ceil(120 / cap_down)
     # A pod ready for less than two scrapes adds nothing to irate() yet: no drop.
-    fresh = decide(
-        s,
-        ScaleInput(
-            variant="main",
-            current=8,
-            ready=8,
-            signals=after,
-            previous=Previous(correction=0.55),
-            ready_for=10.0,
-            load_times=(60.0,) * 8,
-        ),
-        T0,
-    )
+    fresh = decide(s, steady_input(8, 8, after, ready_for=10.0), T0)
     assert "in the last scrape" not in fresh.reason
     assert fresh.pending_replicas == math.ceil(120 / cap_down)
     # The window still decides when: nothing is removed before it has held.
@@ -228,19 +219,7 @@ def test_looks_ahead_on_a_trend_over_the_measured_load_time_but_not_on_a_jump() 
         ready=6,
         **{sig.RATE_1M_AGO: V(120.0), sig.RATE_2M_AGO: V(110.0), sig.RATE_3M_AGO: V(100.0)},
     )
-    d = decide(
-        s,
-        ScaleInput(
-            variant="main",
-            current=6,
-            ready=6,
-            signals=ramp,
-            previous=Previous(correction=0.55),
-            ready_for=600,
-            load_times=(180.0,),
-        ),
-        T0,
-    )
+    d = decide(s, steady_input(6, 6, ramp, load_times=(180.0,)), T0)
     assert d.load_time == 180.0
     assert d.demand == pytest.approx(130 + 10 * 3)  # +10 req/s per minute over 3 minutes
     jump = readings(
@@ -248,19 +227,7 @@ def test_looks_ahead_on_a_trend_over_the_measured_load_time_but_not_on_a_jump() 
         ready=6,
         **{sig.RATE_1M_AGO: V(70.0), sig.RATE_2M_AGO: V(40.0), sig.RATE_3M_AGO: V(40.0)},
     )
-    j = decide(
-        s,
-        ScaleInput(
-            variant="main",
-            current=6,
-            ready=6,
-            signals=jump,
-            previous=Previous(correction=0.55),
-            ready_for=600,
-            load_times=(180.0,),
-        ),
-        T0,
-    )
+    j = decide(s, steady_input(6, 6, jump, load_times=(180.0,)), T0)
     assert j.demand == pytest.approx(130.0)
 
 
@@ -281,19 +248,8 @@ def test_no_jump_is_read_from_the_instant_rate_right_after_a_scale_down() -> Non
     assert later.demand == pytest.approx(82.5)
     assert later.desired > 3
     # After a scale-up whose pod became ready since, it is a jump too: no pod was removed.
-    up = decide(
-        s,
-        ScaleInput(
-            variant="main",
-            current=3,
-            ready=3,
-            signals=after,
-            previous=Previous(correction=0.55, desired=3, last_scale_time=T0 - 70),
-            ready_for=5.0,
-            load_times=(60.0,) * 3,
-        ),
-        T0,
-    )
+    scaled_up = Previous(correction=0.55, desired=3, last_scale_time=T0 - 70)
+    up = decide(s, steady_input(3, 3, after, scaled_up, ready_for=5.0), T0)
     assert up.demand == pytest.approx(82.5)
     # An overload still shows in the queue at once: 3 pods hold 600 queued requests.
     over = readings(
@@ -398,17 +354,10 @@ def test_a_pod_that_just_became_ready_does_not_inflate_the_overload_estimate() -
         **{sig.RATE_NOW: V(300.0), sig.PENDING: V(3000.0), sig.PENDING_GROWTH: V(18.0)},
     )
     prev = Previous(correction=0.55, overloaded_at=T0 - 15, demand=205.0)
-    inp = ScaleInput(
-        variant="main",
-        current=8,
-        ready=6,
-        signals=mixed,
-        previous=prev,
-        ready_for=10.0,
-        load_times=(180.0,) * 6,
-        starting=2,
+    inp = steady_input(
+        8, 6, mixed, prev, ready_for=10.0, load_times=(180.0,) * 6, starting=2,
         loading_ages=(170.0, 170.0),
-    )
+    )  # fmt: skip
     d = decide(spec(), inp, T0)
     assert d.demand == pytest.approx(205.0)
     assert d.desired == max(8, math.ceil(205.0 / (d.capacity or 1)))
