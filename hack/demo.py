@@ -312,6 +312,30 @@ def watch(
         time.sleep(1.0)  # polling period of the narration
 
 
+def roll_out(
+    tl: Timeline,
+    world: World,
+    version: int,
+    done: Settled,
+    timeout: float,
+    what: str,
+    also: Callable[[], list[str]],
+    heading: str,
+) -> tuple[dict[str, Any], float, dict[str, Any] | None]:
+    """Move the rollout service to model ``version`` and narrate until ``done``;
+    note ``heading`` (formatted with the seconds it took) and the judge's last
+    evidence. Returns the final rollout status, the seconds and that evidence."""
+    world.patch_spec("rollout", {"model": {"version": version}})
+    t0 = time.monotonic()
+    r = watch(tl, world, "rollout", done, timeout, what, also=also)
+    seconds = time.monotonic() - t0
+    analysis = r.get("analysis") or done.analysis
+    note(heading.format(seconds))
+    for line in analysis_table(analysis):
+        note("  " + line)
+    return r, seconds, analysis
+
+
 def rollout_changes(world: World, name: str) -> Callable[[], list[str]]:
     """Lines for each change of the rollout's phase, step and weight."""
     last: dict[str, Any] = {}
@@ -509,18 +533,11 @@ def up() -> int:
     rl.wait_served()
     rl.start(900.0)
     tl.begin("canary v2", "rollout", rl)
-    world.patch_spec("rollout", {"model": {"version": 2}})
-    t0 = time.monotonic()
-    promoted = Settled(world, "rollout", "Succeeded", stable_version=2)
-    r2 = watch(
-        tl, world, "rollout", promoted, 420, "the canary promoted",
-        also=rollout_changes(world, "rollout"),
+    _, t_promote, a2 = roll_out(
+        tl, world, 2, Settled(world, "rollout", "Succeeded", stable_version=2), 420,
+        "the canary promoted", rollout_changes(world, "rollout"),
+        "promoted in {:.0f}s; the judge's evidence:",
     )  # fmt: skip
-    t_promote = time.monotonic() - t0
-    a2 = r2.get("analysis") or promoted.analysis
-    note(f"promoted in {t_promote:.0f}s; the judge's evidence:")
-    for line in analysis_table(a2):
-        note("  " + line)
     i0 = rl.elapsed()
     summary["promotion"] = {
         "seconds": t_promote,
@@ -535,17 +552,11 @@ def up() -> int:
     tl.begin("canary v3", "rollout", rl)
     changes = rollout_changes(world, "rollout")
     changes()  # the promotion's last state was narrated already
-    world.patch_spec("rollout", {"model": {"version": 3}})
-    t0 = time.monotonic()
-    rolled_back = Settled(world, "rollout", "RolledBack")
-    r3 = watch(
-        tl, world, "rollout", rolled_back, 300, "the slow canary rolled back", also=changes,
+    r3, t_back, a3 = roll_out(
+        tl, world, 3, Settled(world, "rollout", "RolledBack"), 300,
+        "the slow canary rolled back", changes,
+        "rolled back in {:.0f}s; the route is on main (version 2) only; the evidence:",
     )  # fmt: skip
-    t_back = time.monotonic() - t0
-    a3 = r3.get("analysis") or rolled_back.analysis
-    note(f"rolled back in {t_back:.0f}s; the route is on main (version 2) only; the evidence:")
-    for line in analysis_table(a3):
-        note("  " + line)
     i1 = rl.elapsed()
     rl.stop()
     v3 = [x for x in rl.window(i0, i1) if x.version == 3]
