@@ -19,8 +19,10 @@ Deployments are created first (a pod template is what admission, quota and
 validation refuse), and a refusal still ends as ``Ready=False/ApplyFailed``
 and a Warning Event. At most, children created before a refused later child
 stay, owned by a service that never served and removed with it; the retry
-creates the rest. It saves 3 of the 8 requests a new service cost (a dry run
-per child), and a fleet-wide create waits on the apiserver's answers.
+creates the rest. It saves a dry run per child: 3 of the 8 requests of a new
+service's create reconcile (7 in all remain with the later Ready reconcile: 3
+applies, 2 status updates, 2 Events), and a fleet-wide create waits on the
+apiserver's answers.
 
 A refusal is any 4xx answer except the transient ones (408, 429): an invalid
 object (422), a quota or an admission policy (403), an immutable field, a
