@@ -117,6 +117,10 @@ def test_tail_latency_over_target_scales_up_and_idle_scales_back_down(
         assert decision["demand"] > 0 and decision["capacityPerReplica"] > 0
         assert "M/G/1" in decision["reason"] and "ms per execution" in decision["reason"]
         assert decision["signals"]["computeTimeMs"] > 0
+        # The same counters over the last scrape interval (irate), quoted when the
+        # pods batch more there than over the window.
+        assert decision["signals"]["batchSizeNow"] >= 1
+        assert decision["signals"]["computeTimeNowMs"] > 0
         # Four clients queue on one server: with one pod ready, three waiting
         # requests are more than the target's worth of work (3 x 20 ms > 50 ms),
         # an overload; status keeps when the last one was.
